@@ -1,0 +1,123 @@
+"""compare: one table and one chart of every variant's last vs best test metrics.
+
+Writes reports/compare.md, reports/compare.csv (DVC plot data) and reports/compare.png,
+and logs them to an MLflow run named "compare".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.params import METRICS_DIR, MODELS_DIR, REPORTS_DIR, REPO_ROOT, load_params, require, resolve_all_variants
+
+COLUMNS = [
+    "variant",
+    "dataset",
+    "last_accuracy",
+    "best_accuracy",
+    "gain_best_vs_last",
+    "last_loss",
+    "best_loss",
+    "best_epoch",
+    "epochs_run",
+    "train_time_s",
+]
+
+
+def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd.DataFrame:
+    """One row per variant (name -> dataset) from metrics/*.json and models/*/train.json."""
+    rows = []
+    for name, dataset in variants.items():
+        metrics = json.loads((metrics_dir / f"{name}.json").read_text())
+        train = json.loads((models_dir / name / "train.json").read_text())
+        row: dict[str, Any] = {
+            "variant": name,
+            "dataset": dataset,
+            "last_accuracy": metrics["last"]["accuracy"],
+            "best_accuracy": metrics["best"]["accuracy"],
+            "gain_best_vs_last": round(metrics["best"]["accuracy"] - metrics["last"]["accuracy"], 6),
+            "last_loss": metrics["last"]["loss"],
+            "best_loss": metrics["best"]["loss"],
+            "best_epoch": metrics["best_epoch"],
+            "epochs_run": metrics["epochs_run"],
+            "train_time_s": train["train_time_s"],
+        }
+        for extra in ("auc", "balanced_accuracy"):
+            if extra in metrics["last"]:
+                row[f"last_{extra}"] = metrics["last"][extra]
+                row[f"best_{extra}"] = metrics["best"][extra]
+        if "majority_accuracy" in metrics:
+            row["majority_accuracy"] = metrics["majority_accuracy"]
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    extras = [c for c in frame.columns if c not in COLUMNS]
+    return frame[COLUMNS + extras]
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """GitHub-flavoured table per dataset (no tabulate dependency)."""
+    parts = ["# Last vs best test metrics per variant\n"]
+    for dataset, group in frame.groupby("dataset", sort=False):
+        group = group.dropna(axis=1, how="all")
+        cols = list(group.columns)
+        parts.append(f"\n## {dataset}\n\n| " + " | ".join(cols) + " |")
+        parts.append("|" + "---|" * len(cols))
+        for _, row in group.iterrows():
+            parts.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    return "\n".join(parts) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def plot_chart(frame: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Grouped bars: last vs best test accuracy per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(frame)), 4.5))
+    x = range(len(frame))
+    ax.bar([i - 0.2 for i in x], frame["last_accuracy"], width=0.4, label="last")
+    ax.bar([i + 0.2 for i in x], frame["best_accuracy"], width=0.4, label="best (min val_loss)")
+    ax.set_xticks(list(x), frame["variant"], rotation=45, ha="right")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Last model vs best checkpoint, test accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def main() -> None:
+    params = load_params()
+    variants = {name: cfg["dataset"] for name, cfg in resolve_all_variants(params).items()}
+    frame = collect(variants, REPO_ROOT / METRICS_DIR, REPO_ROOT / MODELS_DIR)
+    out = REPO_ROOT / REPORTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(to_markdown(frame))
+    frame[["variant", "last_accuracy", "best_accuracy"]].melt(
+        id_vars="variant", var_name="model", value_name="test_accuracy"
+    ).to_csv(out / "compare.csv", index=False)
+    plot_chart(frame, out / "compare.png", require(params, "compare.chart_dpi"))
+
+    from stages.tracking import setup_mlflow
+
+    mlflow = setup_mlflow(params)
+    with mlflow.start_run(run_name="compare", tags={"stage": "compare"}):
+        for name in ("compare.md", "compare.csv", "compare.png"):
+            mlflow.log_artifact(str(out / name))
+    print((out / "compare.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

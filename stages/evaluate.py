@@ -1,0 +1,130 @@
+"""evaluate: score a variant's best checkpoint and last model on the held-out test split.
+
+Usage: python -m stages.evaluate VARIANT
+Writes metrics/<variant>.json and plots/confusion/<variant>.csv, and logs the same
+numbers (test_last_*, test_best_*) to the variant's MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.params import (
+    METRICS_DIR,
+    MODELS_DIR,
+    PLOTS_DIR,
+    PREPARED_DIR,
+    REPO_ROOT,
+    load_params,
+    require,
+    resolve_variant,
+)
+from stages.prepare import load_split, split_path
+
+METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
+
+
+def score_model(
+    model: Any, x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], eval_cfg: dict[str, Any]
+) -> tuple[dict[str, float], np.ndarray]:
+    """Test loss/accuracy (plus AUC and balanced accuracy for thoracic) and predictions."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+    from stages.model import class_probabilities, encode_labels
+
+    batch = eval_cfg["batch_size"]
+    loss = model.evaluate(x, encode_labels(y, cfg), batch_size=batch, verbose=0, return_dict=True)
+    probs = class_probabilities(model.predict(x, batch_size=batch, verbose=0), cfg)
+    if cfg["dataset"] == "thoracic":
+        pred = (probs[:, 1] >= eval_cfg["threshold"]).astype(np.int64)
+    else:
+        pred = probs.argmax(axis=1)
+    scores = {"loss": float(loss["loss"]), "accuracy": float(accuracy_score(y, pred))}
+    if cfg["dataset"] == "thoracic":
+        # AUC is undefined on a one-class split; NaN would break JSON, so leave it out.
+        if len(np.unique(y)) == 2:
+            scores["auc"] = float(roc_auc_score(y, probs[:, 1]))
+        scores["balanced_accuracy"] = float(balanced_accuracy_score(y, pred))
+    return {k: round(v, METRIC_DIGITS) for k, v in scores.items()}, pred
+
+
+def evaluate_variant(
+    cfg: dict[str, Any], eval_cfg: dict[str, Any], model_dir: Path, test: tuple
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics for best and last (safe_mode loading) and the best model's predictions."""
+    import keras
+
+    x, y = test
+    out: dict[str, Any] = {}
+    preds = {}
+    for which in ("last", "best"):
+        model = keras.saving.load_model(model_dir / f"{which}.keras", safe_mode=True)
+        out[which], preds[which] = score_model(model, x, y, cfg, eval_cfg)
+    summary = json.loads((model_dir / "train.json").read_text())
+    out["best_epoch"] = summary["best_epoch"]
+    out["epochs_run"] = summary["epochs_run"]
+    if cfg["dataset"] == "thoracic":
+        majority = np.bincount(y).argmax()
+        out["majority_accuracy"] = round(float(np.mean(y == majority)), METRIC_DIGITS)
+    return out, preds["best"]
+
+
+def confusion_csv(y: np.ndarray, pred: np.ndarray) -> str:
+    """One row per test example (actual, predicted): the input DVC's confusion plot wants."""
+    rows = ["actual,predicted"] + [f"{a},{p}" for a, p in zip(y.tolist(), pred.tolist())]
+    return "\n".join(rows) + "\n"
+
+
+def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """test_last_accuracy, test_best_loss, ... for the variant's MLflow run."""
+    flat = {}
+    for which in ("last", "best"):
+        for name, value in metrics[which].items():
+            flat[f"test_{which}_{name}"] = value
+    if "majority_accuracy" in metrics:
+        flat["test_majority_accuracy"] = metrics["majority_accuracy"]
+    return flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("variant", help="a key of `variants` in params.yaml")
+    variant = parser.parse_args().variant
+    params = load_params()
+    cfg, eval_cfg = resolve_variant(params, variant), require(params, "evaluate")
+
+    from stages.tracking import setup_mlflow
+
+    mlflow = setup_mlflow(params)
+    model_dir = REPO_ROOT / MODELS_DIR / variant
+    test = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", cfg["dataset"]))
+    metrics, pred = evaluate_variant(cfg, eval_cfg, model_dir, test)
+
+    metrics_path = REPO_ROOT / METRICS_DIR / f"{variant}.json"
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    confusion_path = REPO_ROOT / PLOTS_DIR / "confusion" / f"{variant}.csv"
+    confusion_path.parent.mkdir(parents=True, exist_ok=True)
+    confusion_path.write_text(confusion_csv(test[1], pred))
+
+    run_id = json.loads((model_dir / "train.json").read_text())["run_id"]
+    client = mlflow.MlflowClient()
+    now_ms = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(k, v, now_ms, 0) for k, v in mlflow_metrics(metrics).items()
+        ],
+    )
+    client.log_artifact(run_id, str(confusion_path), "evaluation")
+    print(f"evaluate {variant}: {json.dumps(metrics)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Build and compile a Keras model from a validated variant config (pure: no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+INPUT_SHAPES = {"thoracic": (17,), "fashion_mnist": (28, 28)}
+N_CLASSES = {"thoracic": 2, "fashion_mnist": 10}
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adamw": keras.optimizers.AdamW,
+    "nadam": keras.optimizers.Nadam,
+}
+SCHEDULES = {
+    "exponential_decay": keras.optimizers.schedules.ExponentialDecay,
+    "cosine_decay_restarts": keras.optimizers.schedules.CosineDecayRestarts,
+}
+
+
+def one_hot_labels(cfg: dict[str, Any]) -> bool:
+    """Categorical crossentropy trains on one-hot labels; the other losses on 0/1 or ints."""
+    return cfg["loss"] == "categorical_crossentropy"
+
+
+def sigmoid_head(cfg: dict[str, Any]) -> bool:
+    """Binary data with a non-categorical loss gets one sigmoid unit; otherwise softmax."""
+    return cfg["dataset"] == "thoracic" and not one_hot_labels(cfg)
+
+
+def encode_labels(y: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Labels in the form the variant's loss expects."""
+    if one_hot_labels(cfg):
+        return np.eye(N_CLASSES[cfg["dataset"]], dtype=np.float32)[y]
+    if sigmoid_head(cfg):
+        return y.astype(np.float32).reshape(-1, 1)
+    return y
+
+
+def class_probabilities(probs: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Model outputs as an (n, n_classes) probability matrix, whatever the head."""
+    if sigmoid_head(cfg):
+        p = probs.reshape(-1)
+        return np.stack([1 - p, p], axis=1)
+    return probs
+
+
+def _accuracy(cfg: dict[str, Any]) -> keras.metrics.Metric:
+    # Named "accuracy" for every head, so histories and MLflow metrics line up.
+    if sigmoid_head(cfg):
+        return keras.metrics.BinaryAccuracy(name="accuracy")
+    if one_hot_labels(cfg):
+        return keras.metrics.CategoricalAccuracy(name="accuracy")
+    return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
+def make_optimizer(cfg: dict[str, Any]) -> keras.optimizers.Optimizer:
+    """Optimizer from cfg['optimizer']; an lr_schedule replaces its learning_rate."""
+    opt = dict(cfg["optimizer"])
+    cls = OPTIMIZERS[opt.pop("name")]
+    sched = cfg["lr_schedule"]
+    if sched is not None:
+        sched = dict(sched)
+        opt["learning_rate"] = SCHEDULES[sched.pop("name")](**sched)
+    return cls(**opt)
+
+
+def build_model(cfg: dict[str, Any]) -> keras.Model:
+    """Sequential MLP: [Flatten] -> depth x (Dense [+ Dropout]) -> sigmoid/softmax head."""
+    dataset = cfg["dataset"]
+    layers: list[keras.layers.Layer] = [keras.Input(INPUT_SHAPES[dataset])]
+    if len(INPUT_SHAPES[dataset]) > 1:
+        layers.append(keras.layers.Flatten())
+    rates = cfg["dropout"] if isinstance(cfg["dropout"], list) else [cfg["dropout"]] * cfg["depth"]
+    for i in range(cfg["depth"]):
+        layers.append(
+            keras.layers.Dense(
+                cfg["units"],
+                activation=cfg["activation"],
+                kernel_regularizer=keras.regularizers.L2(cfg["kernel_l2"])
+                if cfg["kernel_l2"]
+                else None,
+                activity_regularizer=keras.regularizers.L1(cfg["activity_l1"])
+                if cfg["activity_l1"]
+                else None,
+                kernel_constraint=keras.constraints.MaxNorm(cfg["max_norm"])
+                if cfg["max_norm"]
+                else None,
+                name=f"hidden_{i + 1}",
+            )
+        )
+        if rates[i]:
+            layers.append(keras.layers.Dropout(rates[i], name=f"dropout_{i + 1}"))
+    if sigmoid_head(cfg):
+        layers.append(keras.layers.Dense(1, activation="sigmoid", name="output"))
+    else:
+        layers.append(keras.layers.Dense(N_CLASSES[dataset], activation="softmax", name="output"))
+    model = keras.Sequential(layers, name=dataset)
+    model.compile(
+        optimizer=make_optimizer(cfg),
+        loss=cfg["loss"],
+        metrics=[_accuracy(cfg)],
+        steps_per_execution=cfg["steps_per_execution"],
+    )
+    return model

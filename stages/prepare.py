@@ -1,0 +1,143 @@
+"""prepare: raw files -> seeded, stratified train/val/test splits under data/prepared/.
+
+Layout: data/prepared/<split>/<dataset>.npz (arrays `x`, `y`), so train stages depend
+on train/ and val/ only and the test split is visibly held out for evaluate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from stages.fetch import write_atomic
+from stages.formats import DataError, read_idx, read_thoracic_csv
+from stages.params import PREPARED_DIR, RAW_DIR, REPO_ROOT, ConfigError, load_params, require
+
+FASHION_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+PIXEL_MAX = 255.0
+Split = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _fraction(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{key}: must be a fraction in (0, 1), got {value!r}")
+    return float(value)
+
+
+def split_thoracic(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Split:
+    """Stratified train/val/test split; optionally z-score features on train statistics."""
+    val = _fraction("prepare.thoracic.val_fraction", cfg["val_fraction"])
+    test = _fraction("prepare.thoracic.test_fraction", cfg["test_fraction"])
+    if val + test >= 1:
+        raise ConfigError(
+            f"prepare.thoracic: val_fraction + test_fraction must be < 1 "
+            f"(leaving a training set), got {val} + {test} = {val + test}"
+        )
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=test, stratify=y, random_state=seed
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val / (1 - test), stratify=y_rest, random_state=seed
+    )
+    if cfg["standardize"]:
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        std[std == 0] = 1.0  # constant columns stay constant (0) instead of NaN
+        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+    return {
+        name: (xs.astype(np.float32), ys)
+        for name, xs, ys in (
+            ("train", x_train, y_train),
+            ("val", x_val, y_val),
+            ("test", x_test, y_test),
+        )
+    }
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, limit: Any, key: str, seed: int):
+    if limit is None or limit >= len(y):
+        return x, y
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise ConfigError(f"{key}: must be a positive integer or null, got {limit!r}")
+    x, _, y, _ = train_test_split(x, y, train_size=limit, stratify=y, random_state=seed)
+    return x, y
+
+
+def split_fashion(arrays: dict[str, np.ndarray], cfg: dict[str, Any], seed: int) -> Split:
+    """Scale pixels to [0, 1] float32; carve a stratified validation split from train."""
+    for part in ("train", "test"):
+        n_x, n_y = len(arrays[f"{part}_x"]), len(arrays[f"{part}_y"])
+        if n_x != n_y:
+            raise DataError(f"fashion_mnist {part}: {n_x} images but {n_y} labels")
+    p = "prepare.fashion_mnist"
+    x, y = _subsample(arrays["train_x"], arrays["train_y"], cfg["max_train"], f"{p}.max_train", seed)
+    x_test, y_test = _subsample(
+        arrays["test_x"], arrays["test_y"], cfg["max_test"], f"{p}.max_test", seed
+    )
+    if cfg["validate_on_test"]:
+        # The seed's setting: model selection sees the test set (optimistic test scores).
+        x_train, y_train, x_val, y_val = x, y, x_test, y_test
+    else:
+        val = _fraction(f"{p}.val_fraction", cfg["val_fraction"])
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=val, stratify=y, random_state=seed
+        )
+
+    def scale(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float32) / np.float32(PIXEL_MAX)
+
+    return {
+        "train": (scale(x_train), y_train.astype(np.int64)),
+        "val": (scale(x_val), y_val.astype(np.int64)),
+        "test": (scale(x_test), y_test.astype(np.int64)),
+    }
+
+
+def split_path(root: Path, split: str, dataset: str) -> Path:
+    """Where one dataset's split lives."""
+    return root / split / f"{dataset}.npz"
+
+
+def save_split(split: Split, root: Path, dataset: str) -> None:
+    """Write the dataset's train/val/test .npz (uncompressed: loads in a fraction of a second)."""
+    import io
+
+    for name, (x, y) in split.items():
+        buf = io.BytesIO()
+        np.savez(buf, x=x, y=y)
+        write_atomic(split_path(root, name, dataset), buf.getvalue())
+
+
+def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one prepared split file."""
+    if not path.is_file():
+        raise DataError(f"{path}: prepared split not found; run `dvc repro prepare`")
+    with np.load(path) as data:
+        return data["x"], data["y"]
+
+
+def prepare(params: dict[str, Any], raw: Path, out: Path) -> None:
+    """Prepare both datasets from raw/ into out/<split>/<dataset>.npz."""
+    cfg, seed = require(params, "prepare"), require(params, "seed")
+    x, y = read_thoracic_csv(raw / "thoracic" / "ThoraricSurgery.csv")
+    save_split(split_thoracic(x, y, cfg["thoracic"], seed), out, "thoracic")
+    arrays = {
+        key: read_idx(raw / "fashion_mnist" / name, 3 if key.endswith("_x") else 1)
+        for key, name in FASHION_FILES.items()
+    }
+    save_split(split_fashion(arrays, cfg["fashion_mnist"], seed), out, "fashion_mnist")
+
+
+def main() -> None:
+    prepare(load_params(), REPO_ROOT / RAW_DIR, REPO_ROOT / PREPARED_DIR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""MLflow set-up shared by the stages: store location, reachability, run tags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from stages.params import REPO_ROOT, project_root, require
+
+URI_ENV = "MLFLOW_TRACKING_URI"
+PROBE_TIMEOUT_S = 5  # a dead server must fail the stage well before training starts
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be reached."""
+
+
+def tracking_uri(params: dict[str, Any]) -> str:
+    """$MLFLOW_TRACKING_URI, else SQLite at <user's repo root>/<mlflow.sqlite_file>.
+
+    The path is absolute and based on DVC_ROOT when set, so runs from
+    `dvc exp run --temp/--queue` land in the user's store, not in a temp copy.
+    """
+    uri = os.environ.get(URI_ENV)
+    if uri:
+        return uri
+    return f"sqlite:///{project_root() / require(params, 'mlflow.sqlite_file')}"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, naming the URI, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} (from ${URI_ENV}) is not reachable: {exc}. "
+            f"Start it, or unset {URI_ENV} to use the local SQLite store."
+        ) from exc
+
+
+def setup_mlflow(params: dict[str, Any]):
+    """Point MLflow at the store and experiment; return the mlflow module.
+
+    With the local SQLite store the experiment's artifacts go to an absolute
+    <repo root>/<mlflow.artifact_dir>; MLflow's default (./mlruns under the working
+    directory) would lose them in `dvc exp run --temp` copies.
+    """
+    uri = tracking_uri(params)
+    check_reachable(uri)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(uri)
+    name = require(params, "mlflow.experiment")
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(name) is None:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (project_root() / require(params, "mlflow.artifact_dir")).as_uri()
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            # Created meanwhile by a parallel stage (dvc queue start -j 2): use theirs.
+            if client.get_experiment_by_name(name) is None:
+                raise
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """HEAD's commit (with '-dirty' when the work tree differs), or 'unknown'."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """Stable hash of a merged variant config (key order does not matter)."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_tags(
+    variant: str, cfg: dict[str, Any], params: dict[str, Any], data_files: list[Path]
+) -> dict[str, str]:
+    """Tags that let a teammate reproduce the run exactly."""
+    from importlib.metadata import version
+
+    tags = {
+        "variant": variant,
+        "dataset": cfg["dataset"],
+        "git_commit": git_commit(),
+        "config_hash": config_hash(cfg),
+        "seed": str(require(params, "seed")),
+        "deterministic": str(require(params, "deterministic")),
+        "tensorflow_version": version("tensorflow-cpu"),
+        "keras_version": version("keras"),
+        "mlflow_version": version("mlflow"),
+        "dvc_version": version("dvc"),
+        "python_version": platform.python_version(),
+    }
+    for path in data_files:
+        tags[f"data_sha256.{path.parent.name}/{path.name}"] = file_sha256(path)
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags

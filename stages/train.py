@@ -1,0 +1,161 @@
+"""train: fit one variant, keep its best checkpoint and last model, autolog to MLflow.
+
+Usage: python -m stages.train VARIANT   (dvc.yaml runs one stage per variant)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.params import (
+    BACKUP_DIR,
+    MODELS_DIR,
+    PLOTS_DIR,
+    PREPARED_DIR,
+    REPO_ROOT,
+    load_params,
+    require,
+    resolve_all_variants,
+)
+from stages.prepare import load_split, split_path
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class TrainResult:
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based epoch with the lowest val_loss (what best.keras holds)
+    epochs_run: int
+    train_time_s: float
+
+
+def configure_tf(seed: int, deterministic: bool, threads: int) -> None:
+    """Seed every RNG; optionally make TF ops deterministic; pin the thread pools."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if threads:
+        # Measured: one thread is as fast as two for these small models (less contention).
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def train_model(
+    cfg: dict[str, Any],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    out_dir: Path,
+    backup_dir: Path | None = None,
+) -> TrainResult:
+    """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras."""
+    import keras
+
+    from stages.model import build_model, encode_labels
+
+    model = build_model(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"]),
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "best.keras", monitor="val_loss", save_best_only=True
+        ),
+    ]
+    if backup_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    start = time.perf_counter()
+    fit = model.fit(
+        train[0],
+        encode_labels(train[1], cfg),
+        validation_data=(val[0], encode_labels(val[1], cfg)),
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    model.save(out_dir / "last.keras")
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    return TrainResult(
+        history=history,
+        best_epoch=int(np.argmin(history["val_loss"])) + 1,
+        epochs_run=len(history["val_loss"]),
+        train_time_s=seconds,
+    )
+
+
+def history_csv(history: dict[str, list[float]]) -> str:
+    """Per-epoch history as CSV for DVC plots (epoch is 1-based)."""
+    lines = [",".join(HISTORY_COLUMNS)]
+    for i in range(len(history["loss"])):
+        row = [str(i + 1)] + [repr(history[c][i]) for c in HISTORY_COLUMNS[1:]]
+        lines.append(",".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def flat_config(cfg: dict[str, Any], prefix: str = "variant") -> dict[str, str]:
+    """Flatten a nested config into MLflow params: variant.optimizer.beta_1 = ..."""
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}.{key}"))
+        else:
+            flat[f"{prefix}.{key}"] = str(value)
+    return flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("variant", help="a key of `variants` in params.yaml")
+    variant = parser.parse_args().variant
+
+    params = load_params()
+    cfg = resolve_all_variants(params)[variant] if variant in params.get("variants", {}) else None
+    if cfg is None:
+        raise SystemExit(
+            f"variant '{variant}' is not in params.yaml variants; "
+            f"defined: {', '.join(params.get('variants') or {})}"
+        )
+    from stages.tracking import run_tags, setup_mlflow
+
+    mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
+    split_files = [split_path(REPO_ROOT / PREPARED_DIR, s, cfg["dataset"]) for s in ("train", "val")]
+    train, val = (load_split(path) for path in split_files)
+    configure_tf(
+        require(params, "seed"), require(params, "deterministic"), require(params, "train.threads")
+    )
+    mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
+    out_dir = REPO_ROOT / MODELS_DIR / variant
+    tags = run_tags(variant, cfg, params, split_files)
+    with mlflow.start_run(run_name=variant, tags=tags) as run:
+        mlflow.log_params(flat_config(cfg))
+        result = train_model(cfg, train, val, out_dir, REPO_ROOT / BACKUP_DIR / variant)
+        summary = {
+            "run_id": run.info.run_id,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "train_time_s": round(result.train_time_s, 3),
+        }
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
+        mlflow.log_metric("train_time_s", result.train_time_s)
+        mlflow.log_artifact(str(out_dir / "best.keras"), "models")
+        mlflow.log_artifact(str(out_dir / "last.keras"), "models")
+        (out_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        history_dir = REPO_ROOT / PLOTS_DIR / "history"
+        history_dir.mkdir(parents=True, exist_ok=True)
+        (history_dir / f"{variant}.csv").write_text(history_csv(result.history))
+    print(f"train {variant}: {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    main()
