@@ -12,7 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from stages.params import METRICS_DIR, MODELS_DIR, REPORTS_DIR, REPO_ROOT, load_params, require, resolve_all_variants
+from stages.params import (
+    METRICS_DIR,
+    MODELS_DIR,
+    REPO_ROOT,
+    REPORTS_DIR,
+    load_params,
+    require,
+    resolve_all_variants,
+)
 
 COLUMNS = [
     "variant",
@@ -39,7 +47,9 @@ def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd
             "dataset": dataset,
             "last_accuracy": metrics["last"]["accuracy"],
             "best_accuracy": metrics["best"]["accuracy"],
-            "gain_best_vs_last": round(metrics["best"]["accuracy"] - metrics["last"]["accuracy"], 6),
+            "gain_best_vs_last": round(
+                metrics["best"]["accuracy"] - metrics["last"]["accuracy"], 6
+            ),
             "last_loss": metrics["last"]["loss"],
             "best_loss": metrics["best"]["loss"],
             "best_epoch": metrics["best_epoch"],

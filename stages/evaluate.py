@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.formats import load_split, split_path
 from stages.params import (
     METRICS_DIR,
     MODELS_DIR,
@@ -25,7 +26,6 @@ from stages.params import (
     require,
     resolve_variant,
 )
-from stages.prepare import load_split, split_path
 
 METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
 
@@ -77,7 +77,9 @@ def evaluate_variant(
 
 def confusion_csv(y: np.ndarray, pred: np.ndarray) -> str:
     """One row per test example (actual, predicted): the input DVC's confusion plot wants."""
-    rows = ["actual,predicted"] + [f"{a},{p}" for a, p in zip(y.tolist(), pred.tolist())]
+    rows = ["actual,predicted"] + [
+        f"{a},{p}" for a, p in zip(y.tolist(), pred.tolist(), strict=True)
+    ]
     return "\n".join(rows) + "\n"
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stages.formats import DataError, decompress_if_gzip
+from stages.formats import DataError, decompress_if_gzip, write_atomic
 from stages.params import RAW_DIR, REPO_ROOT, load_params, project_root, require
 
 MIRRORS_ENV = "DATA_MIRRORS"
@@ -44,7 +43,7 @@ def read_source(source: str, timeout_s: float) -> bytes:
         return path.read_bytes()
     from tqdm import tqdm
 
-    with urllib.request.urlopen(source, timeout=timeout_s) as resp:  # noqa: S310 (pinned sha256)
+    with urllib.request.urlopen(source, timeout=timeout_s) as resp:
         total = int(resp.headers.get("Content-Length") or 0) or None
         chunks = []
         with tqdm(total=total, unit="B", unit_scale=True, desc=source, file=sys.stderr) as bar:
@@ -67,21 +66,8 @@ def fetch_file(name: str, sha256: str, sources: list[str], timeout_s: float) -> 
         if digest == sha256:
             return content
         tried.append(f"  {source}: sha256 mismatch (got {digest}, expected {sha256})")
-    raise FetchError(f"could not fetch {name}; sources tried:\n" + "\n".join(tried) + f"\n{HOW_TO_GET}")
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write via a temp file in the same directory + rename: no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    listing = "\n".join(tried)
+    raise FetchError(f"could not fetch {name}; sources tried:\n{listing}\n{HOW_TO_GET}")
 
 
 def raw_name(name: str) -> str:

@@ -6,11 +6,12 @@ Each parser validates its input and raises DataError naming the file.
 from __future__ import annotations
 
 import gzip
+import os
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 GZIP_MAGIC = b"\x1f\x8b"
 # IDX magic: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
@@ -20,6 +21,33 @@ THORACIC_COLUMNS = 18  # 17 features + the 0/1 one-year-death label
 
 class DataError(ValueError):
     """An input file is missing, corrupt or malformed; the message names it."""
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write via a temp file in the same directory + rename: no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def split_path(root: Path, split: str, dataset: str) -> Path:
+    """Where one dataset's split lives."""
+    return root / split / f"{dataset}.npz"
+
+
+def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one prepared split file."""
+    if not path.is_file():
+        raise DataError(f"{path}: prepared split not found; run `dvc repro prepare`")
+    with np.load(path) as data:
+        return data["x"], data["y"]
 
 
 def decompress_if_gzip(raw: bytes, name: str) -> bytes:
@@ -65,6 +93,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def read_thoracic_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read the headerless ThoracicSurgery CSV: 17 numeric features and a 0/1 label."""
+    import pandas as pd  # lazy: training processes never need it
+
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -90,5 +120,5 @@ def read_thoracic_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     outside = ~np.isin(labels, (0, 1))
     if outside.any():
         row = int(np.argmax(outside))
-        raise DataError(f"{path}: label at line {row + 1} is {labels[row]!r}; allowed: 0, 1")
+        raise DataError(f"{path}: label at line {row + 1} is {labels[row]:g}; allowed: 0, 1")
     return numeric.iloc[:, :-1].to_numpy(np.float32), labels.astype(np.int64)

@@ -114,8 +114,7 @@ def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
     for preset in own.pop("presets", []) or []:
         if preset not in presets:
             raise ConfigError(
-                f"variants.{name}.presets: unknown preset '{preset}'; "
-                f"allowed: {', '.join(presets)}"
+                f"variants.{name}.presets: unknown preset '{preset}'; allowed: {', '.join(presets)}"
             )
         cfg = _merge(cfg, presets[preset])
     cfg = _merge(cfg, own)

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from stages.fetch import write_atomic
-from stages.formats import DataError, read_idx, read_thoracic_csv
+from stages.formats import DataError, read_idx, read_thoracic_csv, split_path, write_atomic
 from stages.params import PREPARED_DIR, RAW_DIR, REPO_ROOT, ConfigError, load_params, require
 
 FASHION_FILES = {
@@ -44,8 +43,9 @@ def split_thoracic(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int)
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=test, stratify=y, random_state=seed
     )
+    # An absolute count, so val is `val` of the whole (a fraction of the rest rounds up).
     x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val / (1 - test), stratify=y_rest, random_state=seed
+        x_rest, y_rest, test_size=round(val * len(y)), stratify=y_rest, random_state=seed
     )
     if cfg["standardize"]:
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
@@ -77,7 +77,9 @@ def split_fashion(arrays: dict[str, np.ndarray], cfg: dict[str, Any], seed: int)
         if n_x != n_y:
             raise DataError(f"fashion_mnist {part}: {n_x} images but {n_y} labels")
     p = "prepare.fashion_mnist"
-    x, y = _subsample(arrays["train_x"], arrays["train_y"], cfg["max_train"], f"{p}.max_train", seed)
+    x, y = _subsample(
+        arrays["train_x"], arrays["train_y"], cfg["max_train"], f"{p}.max_train", seed
+    )
     x_test, y_test = _subsample(
         arrays["test_x"], arrays["test_y"], cfg["max_test"], f"{p}.max_test", seed
     )
@@ -100,11 +102,6 @@ def split_fashion(arrays: dict[str, np.ndarray], cfg: dict[str, Any], seed: int)
     }
 
 
-def split_path(root: Path, split: str, dataset: str) -> Path:
-    """Where one dataset's split lives."""
-    return root / split / f"{dataset}.npz"
-
-
 def save_split(split: Split, root: Path, dataset: str) -> None:
     """Write the dataset's train/val/test .npz (uncompressed: loads in a fraction of a second)."""
     import io
@@ -113,14 +110,6 @@ def save_split(split: Split, root: Path, dataset: str) -> None:
         buf = io.BytesIO()
         np.savez(buf, x=x, y=y)
         write_atomic(split_path(root, name, dataset), buf.getvalue())
-
-
-def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one prepared split file."""
-    if not path.is_file():
-        raise DataError(f"{path}: prepared split not found; run `dvc repro prepare`")
-    with np.load(path) as data:
-        return data["x"], data["y"]
 
 
 def prepare(params: dict[str, Any], raw: Path, out: Path) -> None:

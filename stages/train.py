@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.formats import load_split, split_path
 from stages.params import (
     BACKUP_DIR,
     MODELS_DIR,
@@ -24,7 +25,6 @@ from stages.params import (
     require,
     resolve_all_variants,
 )
-from stages.prepare import load_split, split_path
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -129,7 +129,8 @@ def main() -> None:
     from stages.tracking import run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
-    split_files = [split_path(REPO_ROOT / PREPARED_DIR, s, cfg["dataset"]) for s in ("train", "val")]
+    prepared = REPO_ROOT / PREPARED_DIR
+    split_files = [split_path(prepared, s, cfg["dataset"]) for s in ("train", "val")]
     train, val = (load_split(path) for path in split_files)
     configure_tf(
         require(params, "seed"), require(params, "deterministic"), require(params, "train.threads")

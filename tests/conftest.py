@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny synthetic data files and a params dict like params.yaml."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.params import load_params
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FASHION_NAMES = {
+    "train-images-idx3-ubyte.gz": ("images", 3),
+    "train-labels-idx1-ubyte.gz": ("labels", 1),
+    "t10k-images-idx3-ubyte.gz": ("images", 3),
+    "t10k-labels-idx1-ubyte.gz": ("labels", 1),
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    return header + array.astype(np.uint8).tobytes()
+
+
+def fashion_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake Fashion-MNIST: class k lights up row band k of a noisy image."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28))
+    for i, k in enumerate(labels):
+        images[i, 2 * k + 4 : 2 * k + 7, :] = 220
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def thoracic_rows(n: int, seed: int) -> np.ndarray:
+    """Fake ThoracicSurgery rows: 17 numeric features, ~15% positive labels."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, 17)).round(2)
+    labels = (np.arange(n) % 7 == 0).astype(int)
+    features[:, 3] += labels * 1.5  # some signal
+    return np.column_stack([features, labels])
+
+
+def write_csv(path: Path, rows: np.ndarray) -> None:
+    lines = [",".join(f"{v:g}" for v in row[:-1]) + f",{int(row[-1])}" for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_mirror(root: Path) -> dict:
+    """A directory holding tiny gzip IDX files and a CSV, plus their content sha256."""
+    root.mkdir()
+    train = fashion_arrays(300, 0)
+    test = fashion_arrays(100, 1)
+    contents = {
+        "train-images-idx3-ubyte.gz": idx_bytes(train[0]),
+        "train-labels-idx1-ubyte.gz": idx_bytes(train[1]),
+        "t10k-images-idx3-ubyte.gz": idx_bytes(test[0]),
+        "t10k-labels-idx1-ubyte.gz": idx_bytes(test[1]),
+    }
+    sums = {}
+    for name, content in contents.items():
+        (root / name).write_bytes(gzip.compress(content))
+        sums[name] = hashlib.sha256(content).hexdigest()
+    write_csv(root / "ThoraricSurgery.csv", thoracic_rows(140, 2))
+    sums["ThoraricSurgery.csv"] = hashlib.sha256(
+        (root / "ThoraricSurgery.csv").read_bytes()
+    ).hexdigest()
+    return {"dir": root, "sha256": sums}
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> dict:
+    return make_mirror(tmp_path / "mirror")
+
+
+@pytest.fixture(scope="module")
+def mirror_module(tmp_path_factory) -> dict:
+    return make_mirror(tmp_path_factory.mktemp("data") / "mirror")
+
+
+@pytest.fixture
+def params() -> dict:
+    """A fresh copy of the repository's params.yaml."""
+    return copy.deepcopy(load_params())
+
+
+def tiny_params(params: dict, mirror: dict, variants: list[str], epochs: int = 2) -> dict:
+    """params.yaml reduced to a fast study on the mirror's synthetic files."""
+    p = copy.deepcopy(params)
+    p["fetch"]["local_dirs"] = [str(mirror["dir"])]
+    for spec in p["fetch"]["datasets"].values():
+        spec["urls"] = []
+        spec["files"] = {name: mirror["sha256"][name] for name in spec["files"]}
+    p["train"]["defaults"]["epochs"] = epochs
+    p["train"]["defaults"]["steps_per_execution"] = 4
+    p["variants"] = {name: p["variants"][name] for name in variants}
+    return p

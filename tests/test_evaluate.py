@@ -1,0 +1,75 @@
+"""stages.evaluate: last vs best on the test split, thoracic extras, MLflow names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from conftest import thoracic_rows
+
+from stages.evaluate import confusion_csv, evaluate_variant, mlflow_metrics, score_model
+from stages.model import build_model
+from stages.params import resolve_variant
+from stages.train import configure_tf, train_model
+
+EVAL = {"batch_size": 64, "threshold": 0.5}
+
+
+def thoracic_split():
+    rows = thoracic_rows(160, 5)
+    x, y = rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+    return (x[:100], y[:100]), (x[100:130], y[100:130]), (x[130:], y[130:])
+
+
+def test_thoracic_metrics_have_auc_balanced_and_majority(params, tmp_path):
+    cfg = {**resolve_variant(params, "thoracic_bce"), "epochs": 3}
+    configure_tf(seed=1, deterministic=True, threads=1)
+    train, val, test = thoracic_split()
+    result = train_model(cfg, train, val, tmp_path)
+    (tmp_path / "train.json").write_text(
+        json.dumps({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
+    )
+    metrics, pred = evaluate_variant(cfg, EVAL, tmp_path, test)
+    assert set(metrics["last"]) == {"loss", "accuracy", "auc", "balanced_accuracy"}
+    assert set(metrics["best"]) == set(metrics["last"])
+    assert metrics["best_epoch"] == result.best_epoch and metrics["epochs_run"] == 3
+    y = test[1]
+    assert metrics["majority_accuracy"] == round(float(np.mean(y == 0)), 6)
+    assert np.isclose(metrics["best"]["accuracy"], np.mean(pred == y), atol=1e-6)
+    assert set(np.unique(pred)) <= {0, 1}
+
+
+def test_score_model_accuracy_matches_predictions(params):
+    cfg = resolve_variant(params, "baseline")
+    configure_tf(seed=2, deterministic=True, threads=1)
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 50)
+    scores, pred = score_model(model, x, y, cfg, EVAL)
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(pred, probs.argmax(axis=1))
+    assert scores["accuracy"] == round(float(np.mean(pred == y)), 6)
+    assert set(scores) == {"loss", "accuracy"}
+
+
+def test_mlflow_metric_names():
+    metrics = {
+        "last": {"loss": 1.0, "accuracy": 0.5},
+        "best": {"loss": 0.9, "accuracy": 0.6, "auc": 0.7},
+        "best_epoch": 3,
+        "epochs_run": 5,
+        "majority_accuracy": 0.8,
+    }
+    assert mlflow_metrics(metrics) == {
+        "test_last_loss": 1.0,
+        "test_last_accuracy": 0.5,
+        "test_best_loss": 0.9,
+        "test_best_accuracy": 0.6,
+        "test_best_auc": 0.7,
+        "test_majority_accuracy": 0.8,
+    }
+
+
+def test_confusion_csv_rows():
+    assert confusion_csv(np.array([1, 0]), np.array([1, 1])) == "actual,predicted\n1,1\n0,1\n"

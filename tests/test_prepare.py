@@ -1,0 +1,89 @@
+"""stages.prepare: seeded stratified splits, standardization, Fashion-MNIST scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import fashion_arrays, thoracic_rows
+
+from stages.formats import load_split, split_path
+from stages.params import ConfigError
+from stages.prepare import save_split, split_fashion, split_thoracic
+
+THORACIC_CFG = {"val_fraction": 0.15, "test_fraction": 0.15, "standardize": True}
+
+
+def thoracic_xy(n=200):
+    rows = thoracic_rows(n, 0)
+    return rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+
+
+def test_thoracic_split_is_stratified_seeded_and_standardized():
+    x, y = thoracic_xy()
+    split = split_thoracic(x, y, THORACIC_CFG, seed=1)
+    sizes = {k: len(v[1]) for k, v in split.items()}
+    assert sizes == {"train": 140, "val": 30, "test": 30}
+    for _, ys in split.values():  # stratified: each part keeps the positive rate
+        assert abs(ys.mean() - y.mean()) < 0.05
+    np.testing.assert_allclose(split["train"][0].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(split["train"][0].std(axis=0), 1, atol=1e-4)
+    again = split_thoracic(x, y, THORACIC_CFG, seed=1)
+    np.testing.assert_array_equal(again["test"][0], split["test"][0])
+
+
+def test_thoracic_raw_features_when_standardize_off():
+    x, y = thoracic_xy()
+    split = split_thoracic(x, y, {**THORACIC_CFG, "standardize": False}, seed=1)
+    all_rows = {tuple(r) for r in x.tolist()}
+    assert {tuple(r) for r in split["train"][0].tolist()} <= all_rows
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "message"),
+    [(0.5, 0.5, "must be < 1"), (0, 0.2, "val_fraction: must be a fraction in"),
+     (0.2, 1.2, "test_fraction: must be a fraction in")],
+)  # fmt: skip
+def test_thoracic_bad_fractions(val, test, message):
+    x, y = thoracic_xy()
+    with pytest.raises(ConfigError, match=message):
+        split_thoracic(x, y, {**THORACIC_CFG, "val_fraction": val, "test_fraction": test}, 1)
+
+
+FASHION_CFG = {"val_fraction": 0.1, "validate_on_test": False, "max_train": None, "max_test": None}
+
+
+def fashion_raw():
+    (tx, ty), (sx, sy) = fashion_arrays(200, 0), fashion_arrays(50, 1)
+    return {"train_x": tx, "train_y": ty, "test_x": sx, "test_y": sy}
+
+
+def test_fashion_scaled_and_validation_carved_from_train():
+    split = split_fashion(fashion_raw(), FASHION_CFG, seed=0)
+    assert len(split["train"][1]) == 180 and len(split["val"][1]) == 20
+    assert len(split["test"][1]) == 50
+    x = split["train"][0]
+    assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
+    assert sorted(np.bincount(split["val"][1])) == [2] * 10  # stratified
+
+
+def test_fashion_validate_on_test_is_the_seeds_option():
+    split = split_fashion(fashion_raw(), {**FASHION_CFG, "validate_on_test": True}, seed=0)
+    np.testing.assert_array_equal(split["val"][0], split["test"][0])
+    assert len(split["train"][1]) == 200
+
+
+def test_fashion_subsample_and_mismatch():
+    split = split_fashion(fashion_raw(), {**FASHION_CFG, "max_train": 100, "max_test": 20}, 0)
+    assert len(split["train"][1]) + len(split["val"][1]) == 100 and len(split["test"][1]) == 20
+    raw = fashion_raw()
+    raw["train_y"] = raw["train_y"][:-1]
+    with pytest.raises(ValueError, match="fashion_mnist train: 200 images but 199 labels"):
+        split_fashion(raw, FASHION_CFG, 0)
+
+
+def test_save_and_load_split(tmp_path):
+    split = split_fashion(fashion_raw(), FASHION_CFG, seed=0)
+    save_split(split, tmp_path, "fashion_mnist")
+    x, y = load_split(split_path(tmp_path, "val", "fashion_mnist"))
+    np.testing.assert_array_equal(x, split["val"][0])
+    np.testing.assert_array_equal(y, split["val"][1])

@@ -1,0 +1,59 @@
+"""stages.train: best/last models, history, and fast settings that keep the numbers."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from conftest import fashion_arrays
+
+from stages.params import resolve_variant
+from stages.train import configure_tf, flat_config, history_csv, train_model
+
+
+def tiny_fashion(n=240):
+    x, y = fashion_arrays(n, 3)
+    x = x.astype(np.float32) / 255
+    return (x[:200], y[:200].astype(np.int64)), (x[200:], y[200:].astype(np.int64))
+
+
+def fit(params, variant, tmp_path, **overrides):
+    cfg = {**resolve_variant(params, variant), "epochs": 4, "batch_size": 16, **overrides}
+    configure_tf(seed=7, deterministic=True, threads=1)
+    train, val = tiny_fashion()
+    return cfg, train_model(cfg, train, val, tmp_path)
+
+
+def test_train_writes_best_and_last_and_history(params, tmp_path):
+    _, result = fit(params, "dropout", tmp_path)
+    assert (tmp_path / "best.keras").is_file() and (tmp_path / "last.keras").is_file()
+    assert result.epochs_run == 4 and len(result.history["val_loss"]) == 4
+    assert result.best_epoch == int(np.argmin(result.history["val_loss"])) + 1
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    _, val = tiny_fashion()
+    loss = best.evaluate(val[0], val[1], verbose=0, return_dict=True)["loss"]
+    assert np.isclose(loss, min(result.history["val_loss"]), rtol=1e-5)
+    csv = history_csv(result.history).splitlines()
+    assert csv[0] == "epoch,loss,accuracy,val_loss,val_accuracy" and len(csv) == 5
+
+
+def test_early_stopping_stops(params, tmp_path):
+    # lr 0 never improves val_loss after epoch 1, so patience 2 stops at epoch 3
+    opt = {"name": "adam", "learning_rate": 0.0}
+    _, result = fit(params, "baseline", tmp_path, epochs=10, patience=2, optimizer=opt)
+    assert result.epochs_run == 3 and result.best_epoch == 1
+
+
+def test_steps_per_execution_gives_the_same_weights(params, tmp_path):
+    """The speed setting runs the same updates: final weights are bit-identical."""
+    weights = []
+    for spe in (1, 5):
+        fit(params, "dropout", tmp_path / str(spe), steps_per_execution=spe)
+        model = keras.saving.load_model(tmp_path / str(spe) / "last.keras")
+        weights.append(model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_flat_config_for_mlflow_params(params):
+    flat = flat_config(resolve_variant(params, "adam_beta"))
+    assert flat["variant.optimizer.beta_1"] == "0.89" and flat["variant.units"] == "64"
