@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from stages.params import (
     load_params,
     require,
     resolve_all_variants,
+    resolve_variant,
 )
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -56,25 +58,34 @@ def train_model(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     out_dir: Path,
-    backup_dir: Path | None = None,
+    work_dir: Path,
+    meta: dict[str, Any] | None = None,
+    extra_callbacks: list[Any] | None = None,
 ) -> TrainResult:
-    """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras."""
+    """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras.
+
+    work_dir holds the best checkpoint and the backup while training (DVC deletes outs
+    before a stage reruns, so they live outside out_dir); a rerun after a crash resumes
+    from the last completed epoch. It is removed once both models are written.
+    """
     import keras
 
     from stages.model import build_model, encode_labels
+    from stages.resume import TrainingState
 
     model = build_model(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"]),
-        keras.callbacks.ModelCheckpoint(
-            out_dir / "best.keras", monitor="val_loss", save_best_only=True
-        ),
-    ]
-    if backup_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"])
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        work_dir / "best.keras", monitor="val_loss", save_best_only=True
+    )
+    state = TrainingState(work_dir, checkpoint, early, meta or {})
+    # double_checkpoint: a kill during the backup write falls back to the previous epoch
+    backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
+    callbacks = [early, checkpoint, state, backup, *(extra_callbacks or [])]
     start = time.perf_counter()
-    fit = model.fit(
+    model.fit(
         train[0],
         encode_labels(train[1], cfg),
         validation_data=(val[0], encode_labels(val[1], cfg)),
@@ -85,7 +96,9 @@ def train_model(
     )
     seconds = time.perf_counter() - start
     model.save(out_dir / "last.keras")
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    shutil.move(work_dir / "best.keras", out_dir / "best.keras")
+    shutil.rmtree(work_dir)
+    history = state.history  # all epochs, also those before a resume
     return TrainResult(
         history=history,
         best_epoch=int(np.argmin(history["val_loss"])) + 1,
@@ -114,43 +127,61 @@ def flat_config(cfg: dict[str, Any], prefix: str = "variant") -> dict[str, str]:
     return flat
 
 
+def resume_or_start(mlflow: Any, work_dir: Path, key: str) -> str | None:
+    """The MLflow run id to resume when work_dir holds a backup made with the same key.
+
+    A stale backup (other params or data) is discarded and its run marked KILLED, so a
+    variant never leaves a dangling RUNNING run nor two FINISHED ones.
+    """
+    from stages.resume import read_state
+
+    saved = read_state(work_dir)
+    meta = (saved or {}).get("meta", {})
+    if saved and meta.get("key") == key and saved.get("snapshots"):
+        return meta["run_id"]
+    if meta.get("run_id"):
+        mlflow.MlflowClient().set_terminated(meta["run_id"], status="KILLED")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("variant", help="a key of `variants` in params.yaml")
     variant = parser.parse_args().variant
 
     params = load_params()
-    cfg = resolve_all_variants(params)[variant] if variant in params.get("variants", {}) else None
-    if cfg is None:
-        raise SystemExit(
-            f"variant '{variant}' is not in params.yaml variants; "
-            f"defined: {', '.join(params.get('variants') or {})}"
-        )
-    from stages.tracking import run_tags, setup_mlflow
+    cfgs = resolve_all_variants(params)  # all of them: a typo anywhere fails before training
+    cfg = cfgs[variant] if variant in cfgs else resolve_variant(params, variant)
+    from stages.tracking import config_hash, run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
     prepared = REPO_ROOT / PREPARED_DIR
     split_files = [split_path(prepared, s, cfg["dataset"]) for s in ("train", "val")]
     train, val = (load_split(path) for path in split_files)
-    configure_tf(
-        require(params, "seed"), require(params, "deterministic"), require(params, "train.threads")
-    )
+    seed, deterministic = require(params, "seed"), require(params, "deterministic")
+    configure_tf(seed, deterministic, require(params, "train.threads"))
     mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
-    out_dir = REPO_ROOT / MODELS_DIR / variant
+
+    out_dir, work_dir = REPO_ROOT / MODELS_DIR / variant, REPO_ROOT / BACKUP_DIR / variant
     tags = run_tags(variant, cfg, params, split_files)
-    with mlflow.start_run(run_name=variant, tags=tags) as run:
-        mlflow.log_params(flat_config(cfg))
-        result = train_model(cfg, train, val, out_dir, REPO_ROOT / BACKUP_DIR / variant)
+    key = config_hash({k: v for k, v in tags.items() if k != "git_commit"})
+    run_id = resume_or_start(mlflow, work_dir, key)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else variant) as run:
+        mlflow.set_tags(tags)
+        if run_id is None:
+            mlflow.log_params(flat_config(cfg))
+        meta = {"key": key, "run_id": run.info.run_id}
+        result = train_model(cfg, train, val, out_dir, work_dir, meta)
         summary = {
             "run_id": run.info.run_id,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "train_time_s": round(result.train_time_s, 3),
         }
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
-        mlflow.log_metric("train_time_s", result.train_time_s)
-        mlflow.log_artifact(str(out_dir / "best.keras"), "models")
-        mlflow.log_artifact(str(out_dir / "last.keras"), "models")
+        mlflow.log_metrics({k: summary[k] for k in ("best_epoch", "epochs_run", "train_time_s")})
+        for name in ("best.keras", "last.keras"):
+            mlflow.log_artifact(str(out_dir / name), "models")
         (out_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
         history_dir = REPO_ROOT / PLOTS_DIR / "history"
         history_dir.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,13 @@ def fashion_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
+def tiny_fashion(n: int = 240):
+    """(train, val) of scaled synthetic images: 200 train, the rest validation."""
+    x, y = fashion_arrays(n, 3)
+    x = x.astype(np.float32) / 255
+    return (x[:200], y[:200].astype(np.int64)), (x[200:], y[200:].astype(np.int64))
+
+
 def thoracic_rows(n: int, seed: int) -> np.ndarray:
     """Fake ThoracicSurgery rows: 17 numeric features, ~15% positive labels."""
     rng = np.random.default_rng(seed)

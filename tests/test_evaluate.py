@@ -25,7 +25,7 @@ def test_thoracic_metrics_have_auc_balanced_and_majority(params, tmp_path):
     cfg = {**resolve_variant(params, "thoracic_bce"), "epochs": 3}
     configure_tf(seed=1, deterministic=True, threads=1)
     train, val, test = thoracic_split()
-    result = train_model(cfg, train, val, tmp_path)
+    result = train_model(cfg, train, val, tmp_path, tmp_path / "work")
     (tmp_path / "train.json").write_text(
         json.dumps({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
     )

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from conftest import fashion_arrays
+from conftest import tiny_fashion
 
 from stages.params import resolve_variant
 from stages.train import configure_tf, flat_config, history_csv, train_model
-
-
-def tiny_fashion(n=240):
-    x, y = fashion_arrays(n, 3)
-    x = x.astype(np.float32) / 255
-    return (x[:200], y[:200].astype(np.int64)), (x[200:], y[200:].astype(np.int64))
 
 
 def fit(params, variant, tmp_path, **overrides):
     cfg = {**resolve_variant(params, variant), "epochs": 4, "batch_size": 16, **overrides}
     configure_tf(seed=7, deterministic=True, threads=1)
     train, val = tiny_fashion()
-    return cfg, train_model(cfg, train, val, tmp_path)
+    return cfg, train_model(cfg, train, val, tmp_path, tmp_path / "work")
 
 
 def test_train_writes_best_and_last_and_history(params, tmp_path):
