@@ -70,6 +70,7 @@ import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import json, pathlib
 from stages.train import configure_tf, train_model
+from conftest import tiny_fashion
 cfg = json.loads(sys.argv[1])
 configure_tf(seed=11, deterministic=True, threads=1)
 train, val = tiny_fashion()
@@ -88,11 +89,12 @@ def test_kill_9_mid_run_then_resume(params, tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     deadline = time.time() + 120
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         state = read_state(work) if (work / "training_state.json").exists() else None
         if state and len(state["snapshots"]) >= 2:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the training process ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(read_state(work)["snapshots"])
