@@ -44,3 +44,9 @@ lock: setup
 
 clean:
 	rm -rf $(VENV)
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+bench-quick: setup
+	$(BIN)/python -m bench.run --quick

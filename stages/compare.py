@@ -20,6 +20,7 @@ from stages.params import (
     load_params,
     require,
     resolve_all_variants,
+    run_stage,
 )
 
 COLUMNS = [
@@ -130,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

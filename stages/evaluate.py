@@ -25,6 +25,7 @@ from stages.params import (
     load_params,
     require,
     resolve_variant,
+    run_stage,
 )
 
 METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
@@ -129,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

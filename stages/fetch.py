@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from stages.formats import DataError, decompress_if_gzip, write_atomic
-from stages.params import RAW_DIR, REPO_ROOT, load_params, project_root, require
+from stages.params import (
+    RAW_DIR,
+    REPO_ROOT,
+    StageError,
+    load_params,
+    project_root,
+    require,
+    run_stage,
+)
 
 MIRRORS_ENV = "DATA_MIRRORS"
 HOW_TO_GET = (
@@ -25,7 +33,7 @@ HOW_TO_GET = (
 )
 
 
-class FetchError(RuntimeError):
+class FetchError(StageError):
     """No source delivered a file with the pinned checksum."""
 
 
@@ -98,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.params import StageError
+
 GZIP_MAGIC = b"\x1f\x8b"
 # IDX magic: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
 IDX_UBYTE = 0x08
 THORACIC_COLUMNS = 18  # 17 features + the 0/1 one-year-death label
 
 
-class DataError(ValueError):
+class DataError(StageError, ValueError):
     """An input file is missing, corrupt or malformed; the message names it."""
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,21 @@ VARIANT_FIELDS = {
 }
 
 
-class ConfigError(ValueError):
+class StageError(Exception):
+    """A failure the user can fix (bad params, data or tracking store): no traceback."""
+
+
+class ConfigError(StageError, ValueError):
     """A params.yaml value is invalid; the message names the key."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(); report a StageError as one line on stderr and exit 1."""
+    try:
+        main()
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def load_params(root: Path | None = None) -> dict[str, Any]:

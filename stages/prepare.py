@@ -13,7 +13,15 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from stages.formats import DataError, read_idx, read_thoracic_csv, split_path, write_atomic
-from stages.params import PREPARED_DIR, RAW_DIR, REPO_ROOT, ConfigError, load_params, require
+from stages.params import (
+    PREPARED_DIR,
+    RAW_DIR,
+    REPO_ROOT,
+    ConfigError,
+    load_params,
+    require,
+    run_stage,
+)
 
 FASHION_FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -129,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

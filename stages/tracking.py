@@ -12,13 +12,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stages.params import REPO_ROOT, project_root, require
+from stages.params import REPO_ROOT, StageError, project_root, require
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 PROBE_TIMEOUT_S = 5  # a dead server must fail the stage well before training starts
 
 
-class TrackingError(RuntimeError):
+class TrackingError(StageError):
     """The MLflow tracking store cannot be reached."""
 
 

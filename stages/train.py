@@ -26,6 +26,7 @@ from stages.params import (
     require,
     resolve_all_variants,
     resolve_variant,
+    run_stage,
 )
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -190,4 +191,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

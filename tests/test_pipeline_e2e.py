@@ -3,67 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import tiny_params
 
-from stages.params import REPO_ROOT
+from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 
 VARIANTS = ["thoracic_cce", "baseline", "dropout"]
 pytestmark = pytest.mark.slow
 
 
-def copy_repo(dest: Path) -> Path:
-    """Git-tracked files and new stage modules of this checkout (with edits), as a fresh repo."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    tracked = set(
-        subprocess.run(
-            ["git", "ls-files", "--cached"], cwd=REPO_ROOT, capture_output=True, text=True
-        ).stdout.split()
-    )
-    for name in files:
-        src = REPO_ROOT / name
-        keep = name in tracked or name.startswith("stages/")  # never outputs of a local run
-        if keep and src.is_file() and not name.startswith("tests/"):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
-
-
-def pipeline_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        DATA_MIRRORS="",
-    )
-    env.update(extra)
-    return env
-
-
 def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), *args],
+        [dvc_bin(), *args],
         cwd=repo,
-        env=env or pipeline_env(),
+        env=env or pipeline_env(DATA_MIRRORS=""),
         capture_output=True,
         text=True,
         timeout=900,
@@ -79,9 +36,7 @@ def tiny_repo(tmp_path_factory, request):
     repo = copy_repo(tmp_path_factory.mktemp("repo"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(params, mirror_fixture, VARIANTS)))
-    subprocess.run(["git", "commit", "-qam", "tiny params"], cwd=repo, check=True,
-                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})  # fmt: skip
+    commit(repo, "tiny params")
     out = dvc(repo, "repro")
     return repo, out
 

@@ -1,0 +1,107 @@
+"""Benchmark: the tracked pipeline vs the untracked notebook, side by side.
+
+  python -m bench.run            # the full default study (about an hour here)
+  python -m bench.run --quick    # every variant for 2 epochs, for a quick look
+
+Runs in a temporary copy of the repo: fetch (untimed), then `dvc repro` (pipeline), again
+(noop), after one Fashion-MNIST param change (onechange), then the same variants in one
+untracked process with the pipeline's training settings (bare) and the notebook's way
+(notebook). Prints each wall time and peak RSS, and a last `bench:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
+from stages.params import REPO_ROOT
+
+CHANGED_VARIANT = "baseline"
+QUICK_EPOCHS = 2
+# Runs a command and reports the largest RSS among it and every descendant it waited for.
+RUSAGE = (
+    "import resource, subprocess, sys, json;"
+    "rc = subprocess.run(sys.argv[1:]).returncode;"
+    "m = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
+    "print(json.dumps({'rc': rc, 'maxrss_mb': round(m / 1024)}), file=sys.stderr)"
+)
+
+
+def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:
+    """Wall time, peak RSS (MiB) of the process tree's largest process, and stdout."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", RUSAGE, *cmd], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    usage = json.loads(proc.stderr.strip().splitlines()[-1])
+    if usage["rc"] != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return seconds, usage["maxrss_mb"], proc.stdout
+
+
+def stages_run(stdout: str) -> list[str]:
+    return sorted(line.split("'")[1] for line in stdout.splitlines() if "Running stage" in line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs each")
+    args = parser.parse_args()
+    env = pipeline_env()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        repo = copy_repo(Path(tmp))
+        params_path = repo / "params.yaml"
+        params = yaml.safe_load(params_path.read_text())
+        if args.quick:
+            params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+            commit(repo, "quick")
+        subprocess.run([dvc_bin(), "repro", "fetch"], cwd=repo, env=env, check=True)
+        figures: dict[str, float] = {}
+        rss: dict[str, int] = {}
+
+        figures["pipeline_s"], rss["pipeline"], out = measure([dvc_bin(), "repro"], repo, env)
+        print(f"pipeline: {figures['pipeline_s']:.1f} s, stages: {len(stages_run(out))}")
+        figures["noop_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
+        print(f"noop: {figures['noop_s']:.2f} s, stages run: {stages_run(out)}")
+
+        variant = params["variants"][CHANGED_VARIANT]
+        variant["patience"] = params["train"]["defaults"]["patience"] + 1
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        figures["onechange_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
+        ran = stages_run(out)
+        print(f"onechange ({CHANGED_VARIANT}.patience): {figures['onechange_s']:.1f} s, ran {ran}")
+        expected = sorted(["compare", f"evaluate@{CHANGED_VARIANT}", f"train@{CHANGED_VARIANT}"])
+        if ran != expected:
+            sys.exit(f"bench: one change reran {ran}, expected {expected}")
+
+        for mode in ("bare", "notebook"):
+            cmd = [sys.executable, "-m", "bench.loops", mode, str(repo)]
+            seconds, rss[mode], out = measure(cmd, REPO_ROOT, env)
+            figures[f"{mode}_s"] = seconds
+            print(f"{mode}: {seconds:.1f} s, peak RSS {rss[mode]} MiB")
+            for line in out.splitlines():
+                print(f"  {line}")
+
+    ratio_nb = figures["pipeline_s"] / figures["notebook_s"]
+    ratio_bare = figures["pipeline_s"] / figures["bare_s"]
+    print(f"peak RSS (MiB): {rss}")
+    print(
+        f"bench: notebook_s={figures['notebook_s']:.1f} bare_s={figures['bare_s']:.1f} "
+        f"pipeline_s={figures['pipeline_s']:.1f} noop_s={figures['noop_s']:.2f} "
+        f"onechange_s={figures['onechange_s']:.1f} ratio_vs_notebook={ratio_nb:.2f} "
+        f"ratio_vs_bare={ratio_bare:.2f} peak_rss_mb={rss['pipeline']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
