@@ -89,24 +89,13 @@ def _cell(value: Any) -> str:
 
 
 def plot_chart(frame: pd.DataFrame, path: Path, dpi: int) -> None:
-    """Grouped bars: last vs best test accuracy per variant."""
-    import matplotlib
+    """Grouped bars: last vs best test accuracy per variant, as a PNG."""
+    from stages.figures import last_vs_best_chart, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(frame)), 4.5))
-    x = range(len(frame))
-    ax.bar([i - 0.2 for i in x], frame["last_accuracy"], width=0.4, label="last")
-    ax.bar([i + 0.2 for i in x], frame["best_accuracy"], width=0.4, label="best (min val_loss)")
-    ax.set_xticks(list(x), frame["variant"], rotation=45, ha="right")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Last model vs best checkpoint, test accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    fig = last_vs_best_chart(
+        list(frame["variant"]), list(frame["last_accuracy"]), list(frame["best_accuracy"])
+    )
+    save(fig, path, dpi)
 
 
 def main() -> None:

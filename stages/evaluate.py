@@ -126,6 +126,12 @@ def main() -> None:
         ],
     )
     client.log_artifact(run_id, str(confusion_path), "evaluation")
+    from stages.figures import confusion_matrix_figure
+    from stages.model import N_CLASSES
+
+    title = f"{variant}: best checkpoint on test"
+    fig = confusion_matrix_figure(test[1], pred, N_CLASSES[cfg["dataset"]], title)
+    client.log_figure(run_id, fig, "plots/confusion_matrix.png")
     print(f"evaluate {variant}: {json.dumps(metrics)}")
 
 

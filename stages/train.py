@@ -183,6 +183,10 @@ def main() -> None:
         mlflow.log_metrics({k: summary[k] for k in ("best_epoch", "epochs_run", "train_time_s")})
         for name in ("best.keras", "last.keras"):
             mlflow.log_artifact(str(out_dir / name), "models")
+        from stages.figures import learning_curves
+
+        curves = learning_curves(result.history, result.best_epoch, variant)
+        mlflow.log_figure(curves, "plots/learning_curves.png")
         (out_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
         history_dir = REPO_ROOT / PLOTS_DIR / "history"
         history_dir.mkdir(parents=True, exist_ok=True)

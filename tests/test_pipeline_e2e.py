@@ -80,6 +80,13 @@ def test_one_named_finished_run_per_variant_in_sqlite(tiny_repo):
         )
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
         assert artifacts == {"models/best.keras", "models/last.keras"}
+        figures = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert figures == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+        tags = run.data.tags
+        for key in ("git_commit", "config_hash", "seed", "deterministic", "tensorflow_version",
+                    "keras_version", "mlflow_version", "dvc_version"):  # fmt: skip
+            assert tags[key], key
+        assert any(k.startswith("data_sha256.train/") for k in tags)
     assert run.info.artifact_uri.startswith(f"file://{repo}/mlartifacts")
 
 
