@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup repro test lint format bench bench-quick lock clean mlflow-ui
+.PHONY: setup repro test lint format bench bench-quick lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -50,3 +50,7 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m bench.run --quick
+
+# One table across DVC and MLflow; EXPS="exp1 exp2" compares DVC experiments instead.
+report: setup
+	$(BIN)/python -m tools.report $(foreach e,$(EXPS),--exp $(e))
