@@ -19,7 +19,6 @@ from stages.params import (
     REPORTS_DIR,
     load_params,
     require,
-    resolve_all_variants,
     run_stage,
 )
 
@@ -100,7 +99,11 @@ def plot_chart(frame: pd.DataFrame, path: Path, dpi: int) -> None:
 
 def main() -> None:
     params = load_params()
-    variants = {name: cfg["dataset"] for name, cfg in resolve_all_variants(params).items()}
+    # The dataset of each variant as trained (train.json), so compare needs no train params.
+    variants = {
+        name: json.loads((REPO_ROOT / MODELS_DIR / name / "train.json").read_text())["dataset"]
+        for name in require(params, "variants")
+    }
     frame = collect(variants, REPO_ROOT / METRICS_DIR, REPO_ROOT / MODELS_DIR)
     out = REPO_ROOT / REPORTS_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.formats import load_split, split_path
+from stages.formats import DataError, load_split, split_path
 from stages.params import (
     METRICS_DIR,
     MODELS_DIR,
@@ -24,7 +24,6 @@ from stages.params import (
     REPO_ROOT,
     load_params,
     require,
-    resolve_variant,
     run_stage,
 )
 
@@ -56,9 +55,15 @@ def score_model(
 
 
 def evaluate_variant(
-    cfg: dict[str, Any], eval_cfg: dict[str, Any], model_dir: Path, test: tuple
+    trained: dict[str, Any], eval_cfg: dict[str, Any], model_dir: Path, test: tuple
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics for best and last (safe_mode loading) and the best model's predictions."""
+    """Metrics for best and last (safe_mode loading) and the best model's predictions.
+
+    `trained` is the train stage's summary (models/<v>/train.json): dataset, loss,
+    best_epoch, epochs_run. Reading it instead of params keeps evaluate independent of
+    training params: only its own params and the model files make it rerun.
+    """
+    cfg = trained
     import keras
 
     x, y = test
@@ -67,9 +72,8 @@ def evaluate_variant(
     for which in ("last", "best"):
         model = keras.saving.load_model(model_dir / f"{which}.keras", safe_mode=True)
         out[which], preds[which] = score_model(model, x, y, cfg, eval_cfg)
-    summary = json.loads((model_dir / "train.json").read_text())
-    out["best_epoch"] = summary["best_epoch"]
-    out["epochs_run"] = summary["epochs_run"]
+    out["best_epoch"] = trained["best_epoch"]
+    out["epochs_run"] = trained["epochs_run"]
     if cfg["dataset"] == "thoracic":
         majority = np.bincount(y).argmax()
         out["majority_accuracy"] = round(float(np.mean(y == majority)), METRIC_DIGITS)
@@ -100,14 +104,17 @@ def main() -> None:
     parser.add_argument("variant", help="a key of `variants` in params.yaml")
     variant = parser.parse_args().variant
     params = load_params()
-    cfg, eval_cfg = resolve_variant(params, variant), require(params, "evaluate")
+    eval_cfg = require(params, "evaluate")
+    model_dir = REPO_ROOT / MODELS_DIR / variant
+    if not (model_dir / "train.json").is_file():
+        raise DataError(f"{model_dir / 'train.json'}: not found; run `dvc repro train@{variant}`")
+    trained = json.loads((model_dir / "train.json").read_text())
 
     from stages.tracking import setup_mlflow
 
     mlflow = setup_mlflow(params)
-    model_dir = REPO_ROOT / MODELS_DIR / variant
-    test = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", cfg["dataset"]))
-    metrics, pred = evaluate_variant(cfg, eval_cfg, model_dir, test)
+    test = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", trained["dataset"]))
+    metrics, pred = evaluate_variant(trained, eval_cfg, model_dir, test)
 
     metrics_path = REPO_ROOT / METRICS_DIR / f"{variant}.json"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +123,7 @@ def main() -> None:
     confusion_path.parent.mkdir(parents=True, exist_ok=True)
     confusion_path.write_text(confusion_csv(test[1], pred))
 
-    run_id = json.loads((model_dir / "train.json").read_text())["run_id"]
+    run_id = trained["run_id"]
     client = mlflow.MlflowClient()
     now_ms = int(time.time() * 1000)
     client.log_batch(
@@ -130,7 +137,7 @@ def main() -> None:
     from stages.model import N_CLASSES
 
     title = f"{variant}: best checkpoint on test"
-    fig = confusion_matrix_figure(test[1], pred, N_CLASSES[cfg["dataset"]], title)
+    fig = confusion_matrix_figure(test[1], pred, N_CLASSES[trained["dataset"]], title)
     client.log_figure(run_id, fig, "plots/confusion_matrix.png")
     print(f"evaluate {variant}: {json.dumps(metrics)}")
 

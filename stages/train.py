@@ -175,6 +175,8 @@ def main() -> None:
         meta = {"key": key, "run_id": run.info.run_id}
         result = train_model(cfg, train, val, out_dir, work_dir, meta)
         summary = {
+            "dataset": cfg["dataset"],
+            "loss": cfg["loss"],
             "run_id": run.info.run_id,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,

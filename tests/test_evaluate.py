@@ -29,7 +29,8 @@ def test_thoracic_metrics_have_auc_balanced_and_majority(params, tmp_path):
     (tmp_path / "train.json").write_text(
         json.dumps({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
     )
-    metrics, pred = evaluate_variant(cfg, EVAL, tmp_path, test)
+    trained = {**cfg, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
+    metrics, pred = evaluate_variant(trained, EVAL, tmp_path, test)
     assert set(metrics["last"]) == {"loss", "accuracy", "auc", "balanced_accuracy"}
     assert set(metrics["best"]) == set(metrics["last"])
     assert metrics["best_epoch"] == result.best_epoch and metrics["epochs_run"] == 3
