@@ -82,7 +82,7 @@ def test_remote_push_then_clone_and_pull_needs_no_training(study, tmp_path):
 
 
 def test_exp_run_set_param_reruns_one_variant(study):
-    out = dvc(study, "exp", "run", "-n", "pat3", "-S", "variants.baseline.patience=3")
+    out = dvc(study, "exp", "run", "-n", "pat3", "-S", "++variants.baseline.patience=3")
     assert ran(out) == ["compare", "evaluate@baseline", "train@baseline"]
     shown = json.loads(dvc(study, "exp", "show", "--json"))
     assert "pat3" in json.dumps(shown)
@@ -95,7 +95,7 @@ def test_queue_two_experiments_in_parallel_into_the_users_store(study):
     before = len(runs_named(study, "baseline"))
     for patience in (4, 5):
         dvc(study, "exp", "run", "--queue", "-n", f"q{patience}", "-S",
-            f"variants.baseline.patience={patience}")  # fmt: skip
+            f"++variants.baseline.patience={patience}")  # fmt: skip
     dvc(study, "queue", "start", "-j", "2")
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -115,7 +115,7 @@ def test_queue_two_experiments_in_parallel_into_the_users_store(study):
 
 def test_temp_experiment_lands_in_the_users_store(study):
     before = len(runs_named(study, "thoracic_bce"))
-    dvc(study, "exp", "run", "--temp", "-n", "tmpexp", "-S", "variants.thoracic_bce.patience=2")
+    dvc(study, "exp", "run", "--temp", "-n", "tmpexp", "-S", "++variants.thoracic_bce.patience=2")
     runs = runs_named(study, "thoracic_bce")
     assert len(runs) == before + 1
     assert any(r.data.tags.get("dvc_exp_name") == "tmpexp" for r in runs)
