@@ -71,6 +71,7 @@ def main() -> None:
 
         figures["pipeline_s"], rss["pipeline"], out = measure([dvc_bin(), "repro"], repo, env)
         print(f"pipeline: {figures['pipeline_s']:.1f} s, stages: {len(stages_run(out))}")
+        print((repo / "reports" / "compare.md").read_text())
         figures["noop_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
         print(f"noop: {figures['noop_s']:.2f} s, stages run: {stages_run(out)}")
 
