@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from stages.formats import write_atomic
 from stages.params import (
     METRICS_DIR,
     MODELS_DIR,
@@ -107,7 +108,7 @@ def main() -> None:
     frame = collect(variants, REPO_ROOT / METRICS_DIR, REPO_ROOT / MODELS_DIR)
     out = REPO_ROOT / REPORTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text(to_markdown(frame))
+    write_atomic(out / "compare.md", to_markdown(frame).encode())
     frame[["variant", "last_accuracy", "best_accuracy"]].melt(
         id_vars="variant", var_name="model", value_name="test_accuracy"
     ).to_csv(out / "compare.csv", index=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.formats import DataError, load_split, split_path
+from stages.formats import DataError, load_split, split_path, write_atomic
 from stages.params import (
     METRICS_DIR,
     MODELS_DIR,
@@ -117,11 +117,9 @@ def main() -> None:
     metrics, pred = evaluate_variant(trained, eval_cfg, model_dir, test)
 
     metrics_path = REPO_ROOT / METRICS_DIR / f"{variant}.json"
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_atomic(metrics_path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     confusion_path = REPO_ROOT / PLOTS_DIR / "confusion" / f"{variant}.csv"
-    confusion_path.parent.mkdir(parents=True, exist_ok=True)
-    confusion_path.write_text(confusion_csv(test[1], pred))
+    write_atomic(confusion_path, confusion_csv(test[1], pred).encode())
 
     run_id = trained["run_id"]
     client = mlflow.MlflowClient()

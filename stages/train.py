@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.formats import load_split, split_path
+from stages.formats import load_split, split_path, write_atomic
 from stages.params import (
     BACKUP_DIR,
     MODELS_DIR,
@@ -189,10 +189,10 @@ def main() -> None:
 
         curves = learning_curves(result.history, result.best_epoch, variant)
         mlflow.log_figure(curves, "plots/learning_curves.png")
-        (out_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-        history_dir = REPO_ROOT / PLOTS_DIR / "history"
-        history_dir.mkdir(parents=True, exist_ok=True)
-        (history_dir / f"{variant}.csv").write_text(history_csv(result.history))
+        history_path = REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv"
+        write_atomic(history_path, history_csv(result.history).encode())
+        # train.json last: evaluate and compare treat it as "this variant finished training"
+        write_atomic(out_dir / "train.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(f"train {variant}: {json.dumps(summary)}")
 
 

@@ -103,3 +103,28 @@ def test_kill_9_mid_run_then_resume(params, tmp_path):
     full = run(cfg, tmp_path / "full", tmp_path / "w_full")
     assert resumed.history == full.history
     assert_same_models(tmp_path / "full", tmp_path / "killed")
+
+
+def test_backup_resumes_its_mlflow_run_or_is_discarded_and_killed(tmp_path):
+    import json
+
+    import mlflow
+
+    from stages.resume import STATE_FILE
+    from stages.train import resume_or_start
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    work = tmp_path / "work"
+    work.mkdir()
+    state = {"meta": {"key": "k1", "run_id": run_id}, "history": {}, "snapshots": {"2": {}}}
+    (work / STATE_FILE).write_text(json.dumps(state))
+    # same params and data: continue the interrupted run
+    assert resume_or_start(mlflow, work, "k1") == run_id
+    assert client.get_run(run_id).info.status == "RUNNING"
+    # params or data changed since: start over, and the interrupted run ends KILLED
+    assert resume_or_start(mlflow, work, "k2") is None
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert not work.exists()

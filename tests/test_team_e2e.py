@@ -87,6 +87,9 @@ def test_exp_run_set_param_reruns_one_variant(study):
     shown = json.loads(dvc(study, "exp", "show", "--json"))
     assert "pat3" in json.dumps(shown)
     assert "variants.baseline.patience" in dvc(study, "params", "diff", "HEAD", "pat3")
+    assert "metrics/baseline.json" in dvc(study, "metrics", "diff", "HEAD", "pat3", "--all")
+    table = sh(study, sys.executable, "-m", "tools.report", "--exp", "pat3")
+    assert "pat3" in table and "baseline" in table and "FINISHED" in table
     (run,) = [r for r in runs_named(study, "baseline") if r.data.tags.get("dvc_exp_name")]
     assert run.data.tags["dvc_exp_name"] == "pat3" and run.info.status == "FINISHED"
 
