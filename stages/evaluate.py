@@ -7,7 +7,6 @@ numbers (test_last_*, test_best_*) to the variant's MLflow run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from stages.params import (
     load_params,
     require,
     run_stage,
+    variant_arg,
 )
 
 METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
@@ -100,9 +100,7 @@ def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variant", help="a key of `variants` in params.yaml")
-    variant = parser.parse_args().variant
+    variant = variant_arg(__doc__)
     params = load_params()
     eval_cfg = require(params, "evaluate")
     model_dir = REPO_ROOT / MODELS_DIR / variant

@@ -76,6 +76,15 @@ class ConfigError(StageError, ValueError):
     """A params.yaml value is invalid; the message names the key."""
 
 
+def variant_arg(description: str | None) -> str:
+    """The VARIANT command-line argument of per-variant stages (train, evaluate)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("variant", help="a key of `variants` in params.yaml")
+    return parser.parse_args().variant
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); report a StageError as one line on stderr and exit 1."""
     try:

@@ -5,7 +5,6 @@ Usage: python -m stages.train VARIANT   (dvc.yaml runs one stage per variant)
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -27,6 +26,7 @@ from stages.params import (
     resolve_all_variants,
     resolve_variant,
     run_stage,
+    variant_arg,
 )
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -147,9 +147,7 @@ def resume_or_start(mlflow: Any, work_dir: Path, key: str) -> str | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variant", help="a key of `variants` in params.yaml")
-    variant = parser.parse_args().variant
+    variant = variant_arg(__doc__)
 
     params = load_params()
     cfgs = resolve_all_variants(params)  # all of them: a typo anywhere fails before training
