@@ -49,19 +49,13 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.repo)
     cfgs = resolve_all_variants(params)
-    if args.mode == "notebook":
-        import keras
+    import keras
 
-        keras.utils.set_random_seed(require(params, "seed"))
-    else:
-        from stages.train import configure_tf
+    from stages.train import configure_tf, train_model
 
-        configure_tf(
-            require(params, "seed"),
-            require(params, "deterministic"),
-            require(params, "train.threads"),
-        )
-    from stages.train import train_model
+    seed = require(params, "seed")
+    if args.mode == "bare":
+        configure_tf(seed, require(params, "deterministic"), require(params, "train.threads"))
 
     prepared = args.repo / PREPARED_DIR
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +64,9 @@ def main() -> None:
             val = load_split(split_path(prepared, "val", cfg["dataset"]))
             out = Path(tmp) / name
             out.mkdir()
+            # Seeded per variant, as each pipeline stage is (a fresh process per variant):
+            # the same seed gives each variant the same initial weights in both.
+            keras.utils.set_random_seed(seed)
             start = time.perf_counter()
             if args.mode == "notebook":
                 info = notebook(cfg, train, val, out)
