@@ -17,13 +17,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-FASHION_NAMES = {
-    "train-images-idx3-ubyte.gz": ("images", 3),
-    "train-labels-idx1-ubyte.gz": ("labels", 1),
-    "t10k-images-idx3-ubyte.gz": ("images", 3),
-    "t10k-labels-idx1-ubyte.gz": ("labels", 1),
-}
-
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as an IDX file."""
