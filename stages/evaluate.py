@@ -63,7 +63,6 @@ def evaluate_variant(
     best_epoch, epochs_run. Reading it instead of params keeps evaluate independent of
     training params: only its own params and the model files make it rerun.
     """
-    cfg = trained
     import keras
 
     x, y = test
@@ -71,10 +70,10 @@ def evaluate_variant(
     preds = {}
     for which in ("last", "best"):
         model = keras.saving.load_model(model_dir / f"{which}.keras", safe_mode=True)
-        out[which], preds[which] = score_model(model, x, y, cfg, eval_cfg)
+        out[which], preds[which] = score_model(model, x, y, trained, eval_cfg)
     out["best_epoch"] = trained["best_epoch"]
     out["epochs_run"] = trained["epochs_run"]
-    if cfg["dataset"] == "thoracic":
+    if trained["dataset"] == "thoracic":
         majority = np.bincount(y).argmax()
         out["majority_accuracy"] = round(float(np.mean(y == majority)), METRIC_DIGITS)
     return out, preds["best"]

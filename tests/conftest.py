@@ -6,11 +6,13 @@ import copy
 import gzip
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.workspace import dvc_bin, pipeline_env
 from stages.params import load_params
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -107,3 +109,25 @@ def tiny_params(params: dict, mirror: dict, variants: list[str], epochs: int = 2
     p["train"]["defaults"]["steps_per_execution"] = 4
     p["variants"] = {name: p["variants"][name] for name in variants}
     return p
+
+
+# Running the pipeline's commands in a repo copy (end-to-end tests).
+def sh(repo: Path, *cmd: str, env: dict[str, str] | None = None, timeout: int = 900) -> str:
+    proc = subprocess.run(
+        list(cmd),
+        cwd=repo,
+        env=env or pipeline_env(DATA_MIRRORS=""),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc(repo: Path, *args: str, **kw) -> str:
+    return sh(repo, dvc_bin(), *args, **kw)
+
+
+def ran(out: str) -> list[str]:
+    return sorted(line.split("'")[1] for line in out.splitlines() if "Running stage" in line)

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_params
+from conftest import dvc, ran, tiny_params
 
-from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
+from bench.workspace import commit, copy_repo
 
 VARIANTS = ["thoracic_cce", "baseline", "dropout"]
 pytestmark = pytest.mark.slow
-
-
-def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [dvc_bin(), *args],
-        cwd=repo,
-        env=env or pipeline_env(DATA_MIRRORS=""),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +82,7 @@ def test_second_repro_does_nothing_and_one_change_reruns_one_variant(tiny_repo):
     params["variants"]["baseline"]["patience"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(repo, "repro")
-    ran = sorted(line.split("'")[1] for line in out.splitlines() if "Running stage" in line)
-    assert ran == ["compare", "evaluate@baseline", "train@baseline"]
+    assert ran(out) == ["compare", "evaluate@baseline", "train@baseline"]
 
 
 def test_rerun_from_clean_state_gives_bit_identical_metrics(tiny_repo):

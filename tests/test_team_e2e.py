@@ -13,33 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_params
+from conftest import dvc, ran, sh, tiny_params
 
-from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
+from bench.workspace import commit, copy_repo, pipeline_env
 
 VARIANTS = ["thoracic_bce", "baseline"]
 pytestmark = pytest.mark.slow
-
-
-def sh(repo: Path, *cmd: str, env: dict[str, str] | None = None, timeout: int = 900) -> str:
-    proc = subprocess.run(
-        list(cmd),
-        cwd=repo,
-        env=env or pipeline_env(DATA_MIRRORS=""),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def dvc(repo: Path, *args: str, **kw) -> str:
-    return sh(repo, dvc_bin(), *args, **kw)
-
-
-def ran(out: str) -> list[str]:
-    return sorted(line.split("'")[1] for line in out.splitlines() if "Running stage" in line)
 
 
 def client(repo: Path):
