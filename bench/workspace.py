@@ -36,7 +36,7 @@ def copy_repo(dest: Path) -> Path:
     """
     tracked = set(_git(REPO_ROOT, "ls-files", "--cached").split())
     untracked = _git(REPO_ROOT, "ls-files", "--others", "--exclude-standard").split()
-    for name in sorted(tracked | {n for n in untracked if n.startswith("stages/")}):
+    for name in sorted(tracked | {n for n in untracked if n.startswith(("stages/", "tools/"))}):
         src = REPO_ROOT / name
         if src.is_file() and not name.startswith(("tests/", "bench/")):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,19 @@ import pytest
 
 from bench.workspace import dvc_bin, pipeline_env
 from stages.params import load_params
+from tools.prefork import stop_servers
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_servers(tmp_path_factory):
+    """Stage runs in this session share private warm servers (tools/prefork), stopped at the end."""
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("run"))
+    yield
+    stop_servers()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
