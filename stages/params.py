@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+# libyaml's loader when PyYAML has it: every stage process parses params.yaml.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = "params.yaml"
 # Where each stage reads and writes, relative to the repository root (dvc.yaml says the same).
@@ -100,7 +102,7 @@ def load_params(root: Path | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     with path.open() as f:
-        params = yaml.safe_load(f)
+        params = yaml.load(f, Loader=SAFE_LOADER)
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return params

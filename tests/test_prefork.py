@@ -30,6 +30,13 @@ if mode == "sleep":
     time.sleep(60)
 if mode == "fail":
     raise RuntimeError("boom")
+if mode == "interrupt":
+    raise KeyboardInterrupt
+if mode == "cleanup":
+    import atexit, threading
+    atexit.register(lambda: Path("atexit-ran").write_text("yes"))
+    threading.Thread(target=lambda: (time.sleep(0.3), Path("thread-ran").write_text("yes"))).start()
+    sys.exit("bye")
 sys.exit(int(mode))
 """
 RUNNER = {"prefork": True, "idle_timeout_s": 60, "start_timeout_s": 60, "preload": ["json"]}
@@ -92,6 +99,18 @@ def test_edited_code_takes_effect_on_the_same_warm_server(tmp_path):
 def test_uncaught_exception_prints_a_traceback_and_exits_1(tmp_path):
     code, _, err, _ = run(probe_repo(tmp_path), "fail")
     assert code == 1 and "RuntimeError: boom" in err
+
+
+def test_exit_runs_atexit_handlers_and_joins_threads(tmp_path):
+    repo = probe_repo(tmp_path)
+    code, _, err, _ = run(repo, "cleanup")
+    assert code == 1 and "bye" in err  # sys.exit("message"), as Python reports it
+    assert (repo / "atexit-ran").read_text() == (repo / "thread-ran").read_text() == "yes"
+
+
+def test_uncaught_ctrl_c_is_death_by_sigint(tmp_path):
+    code, _, err, _ = run(probe_repo(tmp_path), "interrupt")
+    assert code == -signal.SIGINT and "KeyboardInterrupt" in err
 
 
 def _wait_for(path: Path) -> int:
