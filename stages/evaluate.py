@@ -27,6 +27,8 @@ from stages.params import (
     variant_arg,
 )
 
+# What evaluate reads from the train stage's models/<v>/train.json.
+TRAIN_SUMMARY_KEYS = {"dataset", "loss", "run_id", "best_epoch", "epochs_run"}
 METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
 
 
@@ -98,14 +100,26 @@ def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+def read_train_summary(path: Path, variant: str) -> dict[str, Any]:
+    """The train stage's summary of a variant, or a DataError saying how to remake it."""
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `dvc repro train@{variant}`")
+    trained = json.loads(path.read_text())
+    missing = sorted(TRAIN_SUMMARY_KEYS - trained.keys())
+    if missing:
+        raise DataError(
+            f"{path}: missing {', '.join(missing)} (written by an older train stage?);"
+            f" run `dvc repro train@{variant}`"
+        )
+    return trained
+
+
 def main() -> None:
     variant = variant_arg(__doc__)
     params = load_params()
     eval_cfg = require(params, "evaluate")
     model_dir = REPO_ROOT / MODELS_DIR / variant
-    if not (model_dir / "train.json").is_file():
-        raise DataError(f"{model_dir / 'train.json'}: not found; run `dvc repro train@{variant}`")
-    trained = json.loads((model_dir / "train.json").read_text())
+    trained = read_train_summary(model_dir / "train.json", variant)
 
     from stages.tracking import setup_mlflow
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import thoracic_rows
 
-from stages.evaluate import confusion_csv, evaluate_variant, mlflow_metrics, score_model
+from stages.evaluate import (
+    confusion_csv,
+    evaluate_variant,
+    mlflow_metrics,
+    read_train_summary,
+    score_model,
+)
+from stages.formats import DataError
 from stages.model import build_model
 from stages.params import resolve_variant
 from stages.train import configure_tf, train_model
@@ -74,3 +82,15 @@ def test_mlflow_metric_names():
 
 def test_confusion_csv_rows():
     assert confusion_csv(np.array([1, 0]), np.array([1, 1])) == "actual,predicted\n1,1\n0,1\n"
+
+
+def test_train_summary_missing_or_stale_says_which_stage_to_rerun(tmp_path):
+    path = tmp_path / "train.json"
+    with pytest.raises(DataError, match=r"train\.json: not found; run `dvc repro train@v`"):
+        read_train_summary(path, "v")
+    path.write_text(json.dumps({"best_epoch": 2, "epochs_run": 3}))
+    with pytest.raises(DataError, match=r"missing dataset, loss, run_id .*train@v"):
+        read_train_summary(path, "v")
+    summary = {"dataset": "thoracic", "loss": "poisson", "run_id": "r", "best_epoch": 2}
+    path.write_text(json.dumps({**summary, "epochs_run": 3}))
+    assert read_train_summary(path, "v")["epochs_run"] == 3
