@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,18 @@ def test_edited_code_takes_effect_on_the_same_warm_server(tmp_path):
     assert (first[0], second[0]) == (0, 0)
     assert (first[1]["version"], second[1]["version"]) == (1, 2)
     assert server_logs().count(" ready: ") == servers  # the same server ran both
+
+
+def test_a_broken_caller_does_not_take_the_server_down(tmp_path):
+    repo = probe_repo(tmp_path)
+    assert run(repo, "0")[0] == 0
+    servers = server_logs().count(" ready: ")
+    for sock_path in Path(os.environ["XDG_RUNTIME_DIR"]).glob("keras-pipeline-*/*.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(sock_path))
+            conn.sendall(b"not a request")  # no fds, then hang up
+    assert run(repo, "0")[0] == 0
+    assert server_logs().count(" ready: ") == servers
 
 
 def test_uncaught_exception_prints_a_traceback_and_exits_1(tmp_path):

@@ -4,7 +4,7 @@
   python -m tools.prefork --stop                  # stop this user's warm servers now
 
 A stage process otherwise spends ~9 s importing TensorFlow/Keras and MLflow before any work,
-and the default study runs 37 of them. The first stage starts a server that imports only the
+and the default study runs 38 of them. The first stage starts a server that imports only the
 third-party modules in params.yaml's `runner.preload` (never this repository's code, so edits
 to stages/ apply to the next run) and then forks one child per stage. The child is a fresh
 process in every other respect: the caller's cwd, environment, argv, stdin/stdout/stderr, exit
@@ -81,21 +81,26 @@ def send_request(conn: socket.socket, module: str, args: list[str]) -> None:
 
 
 def receive_request(conn: socket.socket) -> dict[str, Any] | None:
-    conn.settimeout(10)
-    header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
-    if len(header) != HEADER.size or len(fds) != 3:
+    """A caller's request with its three fds, or None (fds closed) if it is incomplete."""
+    conn.settimeout(10)  # a caller that connects and stalls must not stall the server
+    fds: list[int] = []
+    try:
+        header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+        if len(header) != HEADER.size or len(fds) != 3:
+            raise ConnectionError("short request")
+        (size,) = HEADER.unpack(header)
+        payload = b""
+        while len(payload) < size:
+            chunk = conn.recv(size - len(payload))
+            if not chunk:
+                raise ConnectionError("request cut short")
+            payload += chunk
+        conn.settimeout(None)
+        return {**json.loads(payload), "fds": fds}
+    except (OSError, ValueError):
         for fd in fds:
             os.close(fd)
         return None
-    (size,) = HEADER.unpack(header)
-    payload = b""
-    while len(payload) < size:
-        chunk = conn.recv(size - len(payload))
-        if not chunk:
-            return None
-        payload += chunk
-    conn.settimeout(None)
-    return {**json.loads(payload), "fds": fds}
 
 
 @dataclass
