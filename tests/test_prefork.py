@@ -144,12 +144,16 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_signals_reach_the_child_and_its_death_is_the_callers(tmp_path):
-    repo = probe_repo(tmp_path)
+def start_sleeper(repo: Path) -> tuple[subprocess.Popen, int]:
+    """A caller whose stage sleeps, and the stage's pid once it runs."""
     proc = start(repo, "sleep")
     proc.stdin.write("x\n")
     proc.stdin.flush()
-    child = _wait_for(repo / "started")
+    return proc, _wait_for(repo / "started")
+
+
+def test_signals_reach_the_child_and_its_death_is_the_callers(tmp_path):
+    proc, child = start_sleeper(probe_repo(tmp_path))
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM
@@ -157,11 +161,7 @@ def test_signals_reach_the_child_and_its_death_is_the_callers(tmp_path):
 
 
 def test_killing_the_caller_kills_its_stage(tmp_path):
-    repo = probe_repo(tmp_path)
-    proc = start(repo, "sleep")
-    proc.stdin.write("x\n")
-    proc.stdin.flush()
-    child = _wait_for(repo / "started")
+    proc, child = start_sleeper(probe_repo(tmp_path))
     proc.kill()  # SIGKILL: nothing to forward, the server sees the connection drop
     proc.communicate(timeout=30)
     assert _gone(child)
