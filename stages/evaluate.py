@@ -2,13 +2,13 @@
 
 Usage: python -m stages.evaluate VARIANT
 Writes metrics/<variant>.json and plots/confusion/<variant>.csv, and logs the same
-numbers (test_last_*, test_best_*) to the variant's MLflow run.
+numbers (test_last_*, test_best_*) to a child run "<variant>/evaluate" of the variant's
+training run, with evaluate's params.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +35,34 @@ METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
 def score_model(
     model: Any, x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], eval_cfg: dict[str, Any]
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Test loss/accuracy (plus AUC and balanced accuracy for thoracic) and predictions."""
+    """Test loss, penalty, accuracy (plus AUC and balanced accuracy for thoracic), predictions.
+
+    `loss` is the data loss alone: the variant's loss function on the predictions.
+    model.evaluate() adds the model's own regularization terms (L2 kernel, L1 activity),
+    which would rank regularized variants by their penalty; that part is `penalty`.
+    """
+    import keras
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
     from stages.model import class_probabilities, encode_labels
 
     batch = eval_cfg["batch_size"]
-    loss = model.evaluate(x, encode_labels(y, cfg), batch_size=batch, verbose=0, return_dict=True)
-    probs = class_probabilities(model.predict(x, batch_size=batch, verbose=0), cfg)
+    target = encode_labels(y, cfg)
+    outputs = model.predict(x, batch_size=batch, verbose=0)
+    data_loss = float(
+        np.mean(keras.ops.convert_to_numpy(keras.losses.get(cfg["loss"])(target, outputs)))
+    )
+    total = model.evaluate(x, target, batch_size=batch, verbose=0, return_dict=True)["loss"]
+    probs = class_probabilities(outputs, cfg)
     if cfg["dataset"] == "thoracic":
         pred = (probs[:, 1] >= eval_cfg["threshold"]).astype(np.int64)
     else:
         pred = probs.argmax(axis=1)
-    scores = {"loss": float(loss["loss"]), "accuracy": float(accuracy_score(y, pred))}
+    scores = {
+        "loss": data_loss,
+        "penalty": max(float(total) - data_loss, 0.0),  # float noise below 0 when unregularized
+        "accuracy": float(accuracy_score(y, pred)),
+    }
     if cfg["dataset"] == "thoracic":
         # AUC is undefined on a one-class split; NaN would break JSON, so leave it out.
         if len(np.unique(y)) == 2:
@@ -114,6 +129,44 @@ def read_train_summary(path: Path, variant: str) -> dict[str, Any]:
     return trained
 
 
+def log_evaluation(
+    mlflow: Any,
+    variant: str,
+    trained: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    metrics: dict[str, Any],
+    confusion_path: Path,
+    y: np.ndarray,
+    pred: np.ndarray,
+) -> None:
+    """Log one evaluation as a child run "<variant>/evaluate" of the training run.
+
+    A run per evaluation, carrying evaluate's params: a sweep of evaluate.* never rewrites
+    what another evaluation logged (MLflow and metrics/*.json never disagree), and parallel
+    sweeps never write to the same run.
+    """
+    from stages.figures import confusion_matrix_figure
+    from stages.model import N_CLASSES
+    from stages.tracking import config_hash, project_run_id, provenance_tags
+
+    project_run_id()  # under `mlflow run`: nest under the training run, not the project's
+    tags = {
+        "variant": variant,
+        "dataset": trained["dataset"],
+        "stage": "evaluate",
+        "evaluate_hash": config_hash(eval_cfg),
+        **provenance_tags(),
+    }
+    name = f"{variant}/evaluate"
+    with mlflow.start_run(run_name=name, parent_run_id=trained["run_id"], tags=tags):
+        mlflow.log_params({f"evaluate.{k}": v for k, v in eval_cfg.items()})
+        mlflow.log_metrics(mlflow_metrics(metrics))
+        mlflow.log_artifact(str(confusion_path), "evaluation")
+        title = f"{variant}: best checkpoint on test"
+        fig = confusion_matrix_figure(y, pred, N_CLASSES[trained["dataset"]], title)
+        mlflow.log_figure(fig, "plots/confusion_matrix.png")
+
+
 def main() -> None:
     variant = variant_arg(__doc__)
     params = load_params()
@@ -132,22 +185,7 @@ def main() -> None:
     confusion_path = REPO_ROOT / PLOTS_DIR / "confusion" / f"{variant}.csv"
     write_atomic(confusion_path, confusion_csv(test[1], pred).encode())
 
-    run_id = trained["run_id"]
-    client = mlflow.MlflowClient()
-    now_ms = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[
-            mlflow.entities.Metric(k, v, now_ms, 0) for k, v in mlflow_metrics(metrics).items()
-        ],
-    )
-    client.log_artifact(run_id, str(confusion_path), "evaluation")
-    from stages.figures import confusion_matrix_figure
-    from stages.model import N_CLASSES
-
-    title = f"{variant}: best checkpoint on test"
-    fig = confusion_matrix_figure(test[1], pred, N_CLASSES[trained["dataset"]], title)
-    client.log_figure(run_id, fig, "plots/confusion_matrix.png")
+    log_evaluation(mlflow, variant, trained, eval_cfg, metrics, confusion_path, test[1], pred)
     print(f"evaluate {variant}: {json.dumps(metrics)}")
 
 

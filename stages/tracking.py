@@ -16,6 +16,10 @@ from stages.params import REPO_ROOT, StageError, project_root, require
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 PROBE_TIMEOUT_S = 5  # a dead server must fail the stage well before training starts
+# Pathspecs that do not count as source changes for the git_dirty tag.
+NOT_SOURCE = (":(exclude)dvc.lock",)
+# Tags that describe where a run came from, not what it computes (left out of resume keys).
+PROVENANCE_TAGS = {"git_commit", "git_dirty", "dvc_exp_name"}
 
 
 class TrackingError(StageError):
@@ -77,22 +81,29 @@ def setup_mlflow(params: dict[str, Any]):
     return mlflow
 
 
-def git_commit(root: Path = REPO_ROOT) -> str:
-    """HEAD's commit (with '-dirty' when the work tree differs), or 'unknown'."""
+def git_state(root: Path = REPO_ROOT) -> tuple[str, bool]:
+    """HEAD's commit and whether tracked source files differ from it ('unknown', False
+    outside git). dvc.lock is left out: DVC rewrites it during every repro."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_SOURCE],
             cwd=root,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
+        return "unknown", False
+    return head, bool(dirty)
+
+
+def project_run_id() -> str | None:
+    """The run `mlflow run` started for the project (MLFLOW_RUN_ID), taken out of the
+    environment so that a stage's own runs nest under it instead of reusing it."""
+    return os.environ.pop("MLFLOW_RUN_ID", None)
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -118,7 +129,7 @@ def run_tags(
     tags = {
         "variant": variant,
         "dataset": cfg["dataset"],
-        "git_commit": git_commit(),
+        **provenance_tags(),
         "config_hash": config_hash(cfg),
         "seed": str(require(params, "seed")),
         "deterministic": str(require(params, "deterministic")),
@@ -130,6 +141,23 @@ def run_tags(
     }
     for path in data_files:
         tags[f"data_sha256.{path.parent.name}/{path.name}"] = file_sha256(path)
+    return tags
+
+
+def provenance_tags() -> dict[str, str]:
+    """Where a run came from: git commit, dirty source files, DVC experiment name."""
+    commit, dirty = git_state()
+    tags = {"git_commit": commit, "git_dirty": str(dirty).lower()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+def resume_key(tags: dict[str, str], code_files: list[Path]) -> str:
+    """What a training's result depends on: the run's tags but provenance, plus the code.
+
+    A backup made under another key (other params, data, library versions or stage code)
+    must not be resumed."""
+    code = {str(p.relative_to(REPO_ROOT)): file_sha256(p) for p in code_files}
+    kept = {k: v for k, v in tags.items() if k not in PROVENANCE_TAGS}
+    return config_hash({"tags": kept, "code": code})

@@ -21,7 +21,9 @@ from stages.params import (
     PLOTS_DIR,
     PREPARED_DIR,
     REPO_ROOT,
+    StageError,
     load_params,
+    project_root,
     require,
     resolve_all_variants,
     resolve_variant,
@@ -30,6 +32,11 @@ from stages.params import (
 )
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+BEST, LAST = "best.keras", "last.keras"
+# The code a training's weights depend on: a backup made by other code is not resumed.
+CODE_FILES = [
+    REPO_ROOT / "stages" / f"{name}.py" for name in ("train", "model", "resume", "params")
+]
 
 
 @dataclass
@@ -65,47 +72,75 @@ def train_model(
 ) -> TrainResult:
     """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras.
 
-    work_dir holds the best checkpoint and the backup while training (DVC deletes outs
-    before a stage reruns, so they live outside out_dir); a rerun after a crash resumes
-    from the last completed epoch. It is removed once both models are written.
+    work_dir holds the best checkpoint, the backup and both finished models (DVC deletes
+    outs before a stage reruns, so they live outside out_dir): a rerun after a kill resumes
+    from the last completed epoch, or takes the finished models. The caller removes
+    work_dir (resume.discard) once everything derived from the training is written.
     """
     import keras
 
     from stages.model import build_model, encode_labels
-    from stages.resume import TrainingState
+    from stages.resume import TrainingState, read_state
 
-    model = build_model(cfg)
+    saved = read_state(work_dir) or {}
+    finished = saved.get("finished")
+    if finished is not None:  # killed after training, before its results were written
+        history, seconds = saved["history"], finished["train_time_s"]
+    else:
+        model = build_model(cfg)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"])
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            work_dir / BEST, monitor="val_loss", save_best_only=True
+        )
+        state = TrainingState(work_dir, checkpoint, early, meta or {})
+        if not saved:
+            state.save()  # the run id is on disk before the first epoch can be killed
+        # double_checkpoint: a kill during the backup write falls back to the previous epoch
+        backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
+        # TerminateOnNaN: a diverged run stops; best.keras keeps the last finite val_loss.
+        stop_nan = keras.callbacks.TerminateOnNaN()
+        callbacks = [early, checkpoint, state, backup, stop_nan, *(extra_callbacks or [])]
+        start = time.perf_counter()
+        model.fit(
+            train[0],
+            encode_labels(train[1], cfg),
+            validation_data=(val[0], encode_labels(val[1], cfg)),
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            callbacks=callbacks,
+            verbose=0,
+        )
+        seconds = time.perf_counter() - start
+        history = state.history  # all epochs, also those before a resume
+        best_epoch(history["val_loss"])  # fails clearly if no epoch had a finite val_loss
+        model.save(work_dir / LAST)
+        state.save(finished={"train_time_s": seconds})
     out_dir.mkdir(parents=True, exist_ok=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"])
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        work_dir / "best.keras", monitor="val_loss", save_best_only=True
-    )
-    state = TrainingState(work_dir, checkpoint, early, meta or {})
-    # double_checkpoint: a kill during the backup write falls back to the previous epoch
-    backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
-    callbacks = [early, checkpoint, state, backup, *(extra_callbacks or [])]
-    start = time.perf_counter()
-    model.fit(
-        train[0],
-        encode_labels(train[1], cfg),
-        validation_data=(val[0], encode_labels(val[1], cfg)),
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        callbacks=callbacks,
-        verbose=0,
-    )
-    seconds = time.perf_counter() - start
-    model.save(out_dir / "last.keras")
-    shutil.move(work_dir / "best.keras", out_dir / "best.keras")
-    shutil.rmtree(work_dir)
-    history = state.history  # all epochs, also those before a resume
+    for name in (BEST, LAST):  # copies: work_dir keeps them until the caller discards it
+        tmp = out_dir / f"{name}.tmp"
+        shutil.copyfile(work_dir / name, tmp)
+        tmp.replace(out_dir / name)
     return TrainResult(
         history=history,
-        best_epoch=int(np.argmin(history["val_loss"])) + 1,
+        best_epoch=best_epoch(history["val_loss"]),
         epochs_run=len(history["val_loss"]),
         train_time_s=seconds,
     )
+
+
+def best_epoch(val_loss: list[float]) -> int:
+    """1-based epoch with the lowest finite val_loss: the one ModelCheckpoint kept.
+
+    numpy's argmin would pick a NaN epoch; ModelCheckpoint never saves NaN or inf."""
+    losses = np.asarray(val_loss, dtype=float)
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise StageError(
+            f"val_loss was never finite ({val_loss[:3]}...): the training diverged from the"
+            " first epoch; lower the learning rate"
+        )
+    return int(np.argmin(np.where(finite, losses, np.inf))) + 1
 
 
 def history_csv(history: dict[str, list[float]]) -> str:
@@ -128,22 +163,56 @@ def flat_config(cfg: dict[str, Any], prefix: str = "variant") -> dict[str, str]:
     return flat
 
 
-def resume_or_start(mlflow: Any, work_dir: Path, key: str) -> str | None:
-    """The MLflow run id to resume when work_dir holds a backup made with the same key.
+def resume_or_start(client: Any, work_dir: Path, key: str) -> str | None:
+    """The MLflow run id to resume when work_dir holds a backup made under `key`.
 
-    A stale backup (other params or data) is discarded and its run marked KILLED, so a
-    variant never leaves a dangling RUNNING run nor two FINISHED ones.
+    Only a run that still exists in the current store and is not FINISHED is resumed.
+    Anything else (no run id yet, a run of another store) starts over: the backup is
+    discarded and its run, if still RUNNING, marked KILLED.
     """
-    from stages.resume import read_state
+    from stages.resume import discard, read_state
 
-    saved = read_state(work_dir)
-    meta = (saved or {}).get("meta", {})
-    if saved and meta.get("key") == key and saved.get("snapshots"):
+    saved = read_state(work_dir) or {}
+    meta = saved.get("meta", {})
+    status = run_status(client, meta.get("run_id"))
+    if meta.get("key") == key and status not in (None, "FINISHED"):
         return meta["run_id"]
-    if meta.get("run_id"):
-        mlflow.MlflowClient().set_terminated(meta["run_id"], status="KILLED")
-    shutil.rmtree(work_dir, ignore_errors=True)
+    end_killed(client, meta.get("run_id"))
+    discard(work_dir, keep_lock=True)  # the caller holds the lock: start over in place
     return None
+
+
+def run_status(client: Any, run_id: str | None) -> str | None:
+    """The run's status in the current store, or None if there is no such run."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id).info.status
+    except MlflowException:
+        return None
+
+
+def end_killed(client: Any, run_id: str | None) -> None:
+    """Mark an interrupted run KILLED (a run of another store, or an ended run, is left)."""
+    if run_status(client, run_id) == "RUNNING":
+        client.set_terminated(run_id, status="KILLED")
+
+
+def backup_dir(variant: str, key: str) -> Path:
+    """Where a training keeps its resumable state: in the user's repository (DVC_ROOT
+    under `dvc exp run --temp/--queue`), beside the MLflow store, one directory per key."""
+    return project_root() / BACKUP_DIR / variant / key
+
+
+def discard_abandoned(client: Any, work_dir: Path) -> None:
+    """Backups of this variant under other keys, left by dead processes: end, remove."""
+    from stages.resume import abandoned, discard
+
+    for path, saved in abandoned(work_dir.parent, keep=work_dir):
+        end_killed(client, (saved or {}).get("meta", {}).get("run_id"))
+        discard(path)
 
 
 def main() -> None:
@@ -152,9 +221,12 @@ def main() -> None:
     params = load_params()
     cfgs = resolve_all_variants(params)  # all of them: a typo anywhere fails before training
     cfg = cfgs[variant] if variant in cfgs else resolve_variant(params, variant)
-    from stages.tracking import config_hash, run_tags, setup_mlflow
+    from stages.tracking import project_run_id, resume_key, run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
+    from stages.resume import claimed, discard
+
+    parent = project_run_id()
     prepared = REPO_ROOT / PREPARED_DIR
     split_files = [split_path(prepared, s, cfg["dataset"]) for s in ("train", "val")]
     train, val = (load_split(path) for path in split_files)
@@ -162,35 +234,42 @@ def main() -> None:
     configure_tf(seed, deterministic, require(params, "train.threads"))
     mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
 
-    out_dir, work_dir = REPO_ROOT / MODELS_DIR / variant, REPO_ROOT / BACKUP_DIR / variant
     tags = run_tags(variant, cfg, params, split_files)
-    key = config_hash({k: v for k, v in tags.items() if k != "git_commit"})
-    run_id = resume_or_start(mlflow, work_dir, key)
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else variant) as run:
-        mlflow.set_tags(tags)
-        if run_id is None:
-            mlflow.log_params(flat_config(cfg))
-        meta = {"key": key, "run_id": run.info.run_id}
-        result = train_model(cfg, train, val, out_dir, work_dir, meta)
-        summary = {
-            "dataset": cfg["dataset"],
-            "loss": cfg["loss"],
-            "run_id": run.info.run_id,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "train_time_s": round(result.train_time_s, 3),
-        }
-        mlflow.log_metrics({k: summary[k] for k in ("best_epoch", "epochs_run", "train_time_s")})
-        for name in ("best.keras", "last.keras"):
-            mlflow.log_artifact(str(out_dir / name), "models")
-        from stages.figures import learning_curves
+    key = resume_key(tags, CODE_FILES)
+    out_dir, work_dir = REPO_ROOT / MODELS_DIR / variant, backup_dir(variant, key)
+    client = mlflow.MlflowClient()
+    with claimed(work_dir):
+        discard_abandoned(client, work_dir)
+        run_id = resume_or_start(client, work_dir, key)
+        run_name, parent_id = (None, None) if run_id else (variant, parent)
+        with mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_id) as run:
+            mlflow.set_tags(tags)
+            if run_id is None:
+                mlflow.log_params(flat_config(cfg))
+            meta = {"key": key, "run_id": run.info.run_id}
+            result = train_model(cfg, train, val, out_dir, work_dir, meta)
+            summary = {
+                "dataset": cfg["dataset"],
+                "loss": cfg["loss"],
+                "run_id": run.info.run_id,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "train_time_s": round(result.train_time_s, 3),
+            }
+            metric_keys = ("best_epoch", "epochs_run", "train_time_s")
+            mlflow.log_metrics({k: summary[k] for k in metric_keys})
+            for name in (BEST, LAST):
+                mlflow.log_artifact(str(out_dir / name), "models")
+            from stages.figures import learning_curves
 
-        curves = learning_curves(result.history, result.best_epoch, variant)
-        mlflow.log_figure(curves, "plots/learning_curves.png")
-        history_path = REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv"
-        write_atomic(history_path, history_csv(result.history).encode())
-        # train.json last: evaluate and compare treat it as "this variant finished training"
-        write_atomic(out_dir / "train.json", (json.dumps(summary, indent=2) + "\n").encode())
+            curves = learning_curves(result.history, result.best_epoch, variant)
+            mlflow.log_figure(curves, "plots/learning_curves.png")
+            history_path = REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv"
+            write_atomic(history_path, history_csv(result.history).encode())
+            # train.json last: evaluate and compare treat it as "this variant finished"
+            summary_json = json.dumps(summary, indent=2) + "\n"
+            write_atomic(out_dir / "train.json", summary_json.encode())
+            discard(work_dir)  # everything is written: nothing left to resume
     print(f"train {variant}: {json.dumps(summary)}")
 
 

@@ -39,7 +39,7 @@ def test_thoracic_metrics_have_auc_balanced_and_majority(params, tmp_path):
     )
     trained = {**cfg, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
     metrics, pred = evaluate_variant(trained, EVAL, tmp_path, test)
-    assert set(metrics["last"]) == {"loss", "accuracy", "auc", "balanced_accuracy"}
+    assert set(metrics["last"]) == {"loss", "penalty", "accuracy", "auc", "balanced_accuracy"}
     assert set(metrics["best"]) == set(metrics["last"])
     assert metrics["best_epoch"] == result.best_epoch and metrics["epochs_run"] == 3
     y = test[1]
@@ -59,7 +59,7 @@ def test_score_model_accuracy_matches_predictions(params):
     probs = model.predict(x, verbose=0)
     np.testing.assert_array_equal(pred, probs.argmax(axis=1))
     assert scores["accuracy"] == round(float(np.mean(pred == y)), 6)
-    assert set(scores) == {"loss", "accuracy"}
+    assert set(scores) == {"loss", "penalty", "accuracy"}
 
 
 def test_mlflow_metric_names():
@@ -94,3 +94,29 @@ def test_train_summary_missing_or_stale_says_which_stage_to_rerun(tmp_path):
     summary = {"dataset": "thoracic", "loss": "poisson", "run_id": "r", "best_epoch": 2}
     path.write_text(json.dumps({**summary, "epochs_run": 3}))
     assert read_train_summary(path, "v")["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("variant", ["weight_decay", "baseline", "thoracic_mse"])
+def test_test_loss_is_the_data_loss_without_the_penalty(params, variant):
+    """`loss` is the loss function on the predictions (sklearn agrees); model.evaluate()'s
+    L2/L1 terms are reported apart as `penalty`, zero for an unregularized model."""
+    from sklearn.metrics import log_loss, mean_squared_error
+
+    cfg = resolve_variant(params, variant)
+    configure_tf(seed=3, deterministic=True, threads=1)
+    model = build_model(cfg)
+    if cfg["dataset"] == "thoracic":
+        _, _, (x, y) = thoracic_split()
+    else:
+        rng = np.random.default_rng(0)
+        x, y = rng.random((64, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
+    scores, _ = score_model(model, x, y, cfg, EVAL)
+    probs = model.predict(x, verbose=0)
+    if cfg["loss"] == "mean_squared_error":
+        expected = mean_squared_error(y, probs.reshape(-1))
+    else:
+        expected = log_loss(y, probs, labels=list(range(10)))
+    assert np.isclose(scores["loss"], expected, atol=2e-6)
+    total = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    assert np.isclose(scores["loss"] + scores["penalty"], total, atol=2e-5)
+    assert (scores["penalty"] > 0.01) == (variant == "weight_decay")

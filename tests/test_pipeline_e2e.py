@@ -43,37 +43,50 @@ def test_repro_writes_metrics_for_every_variant(tiny_repo):
     assert (repo / "reports" / "compare.png").stat().st_size > 1000
 
 
-def test_one_named_finished_run_per_variant_in_sqlite(tiny_repo):
+def runs_by_name(repo):
     import mlflow
 
-    repo, _ = tiny_repo
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("keras-regularization")
-    runs = client.search_runs([exp.experiment_id])
     by_name = {}
-    for run in runs:
+    for run in client.search_runs([exp.experiment_id]):
         by_name.setdefault(run.info.run_name, []).append(run)
+    return client, by_name
+
+
+def test_one_named_finished_run_per_variant_in_sqlite(tiny_repo):
+    repo, _ = tiny_repo
+    client, by_name = runs_by_name(repo)
     for name in VARIANTS:
         (run,) = by_name[name]
         assert run.info.status == "FINISHED"
         assert run.data.tags["variant"] == name
-        for key in ("test_last_accuracy", "test_best_accuracy", "test_last_loss", "val_loss"):
-            assert key in run.data.metrics, key
+        assert "val_loss" in run.data.metrics
         history = client.get_metric_history(run.info.run_id, "val_loss")
-        assert (
-            len(history)
-            == json.loads((repo / "metrics" / f"{name}.json").read_text())["epochs_run"]
-        )
+        metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert len(history) == metrics["epochs_run"]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
         assert artifacts == {"models/best.keras", "models/last.keras"}
         figures = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert figures == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+        assert figures == {"plots/learning_curves.png"}
         tags = run.data.tags
         for key in ("git_commit", "config_hash", "seed", "deterministic", "tensorflow_version",
                     "keras_version", "mlflow_version", "dvc_version"):  # fmt: skip
             assert tags[key], key
         assert any(k.startswith("data_sha256.train/") for k in tags)
+        # dvc repro rewrote dvc.lock; the committed sources are unchanged
+        assert tags["git_dirty"] == "false" and "dirty" not in tags["git_commit"]
+        # test metrics live in the evaluation's child run, beside evaluate's params
+        (child,) = by_name[f"{name}/evaluate"]
+        assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.data.metrics["test_best_accuracy"] == metrics["best"]["accuracy"]
+        assert child.data.metrics["test_last_loss"] == metrics["last"]["loss"]
+        assert not any(k.startswith("test_") for k in run.data.metrics)
+        plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+        assert plots == {"plots/confusion_matrix.png"}
     assert run.info.artifact_uri.startswith(f"file://{repo}/mlartifacts")
+    assert not (repo / ".backup").exists() or not any((repo / ".backup").rglob("*.json"))
 
 
 def test_second_repro_does_nothing_and_one_change_reruns_one_variant(tiny_repo):
@@ -96,3 +109,18 @@ def test_rerun_from_clean_state_gives_bit_identical_metrics(tiny_repo):
         sh(repo, sys.executable, "-m", "stages.evaluate", name)
     after = {n: (repo / "metrics" / f"{n}.json").read_bytes() for n in VARIANTS}
     assert after == before
+
+
+def test_evaluate_params_change_logs_a_new_evaluation_and_keeps_the_old(tiny_repo):
+    repo, _ = tiny_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["threshold"] = 0.3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    out = dvc(repo, "repro")
+    assert "train@" not in " ".join(ran(out))
+    _, by_name = runs_by_name(repo)
+    old, new = sorted(by_name["thoracic_cce/evaluate"], key=lambda r: r.info.start_time)
+    assert old.data.params["evaluate.threshold"] == "0.5"
+    assert new.data.params["evaluate.threshold"] == "0.3"
+    metrics = json.loads((repo / "metrics" / "thoracic_cce.json").read_text())
+    assert new.data.metrics["test_best_accuracy"] == metrics["best"]["accuracy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,9 +14,21 @@ import numpy as np
 import pytest
 from conftest import tiny_fashion
 
-from stages.params import REPO_ROOT, resolve_variant
-from stages.resume import read_state
-from stages.train import configure_tf, train_model
+from stages.params import REPO_ROOT, StageError, resolve_variant
+from stages.resume import STATE_FILE, claimed, discard, read_state
+from stages.tracking import resume_key
+from stages.train import (
+    backup_dir,
+    configure_tf,
+    discard_abandoned,
+    resume_or_start,
+    train_model,
+)
+
+
+class CrashAtStart(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        raise KeyboardInterrupt("killed before the first epoch ended")
 
 
 class Crash(keras.callbacks.Callback):
@@ -62,7 +75,7 @@ def test_resume_after_crash_equals_uninterrupted(params, tmp_path):
     assert (resumed.best_epoch, resumed.epochs_run) == (full.best_epoch, full.epochs_run)
     assert full.best_epoch < 3 < full.epochs_run  # the best came before the crash
     assert_same_models(tmp_path / "full", tmp_path / "resumed")
-    assert not (tmp_path / "w2").exists()  # finished: nothing left to resume
+    assert read_state(tmp_path / "w2")["finished"]  # kept until the caller discards it
 
 
 KILL_SCRIPT = """
@@ -79,8 +92,6 @@ train_model(cfg, train, val, pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]
 
 
 def test_kill_9_mid_run_then_resume(params, tmp_path):
-    import json
-
     cfg = {**resolve_variant(params, "dropout"), "epochs": 60, "batch_size": 8, "patience": 60}
     script = KILL_SCRIPT.format(root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"))
     work = tmp_path / "work"
@@ -105,26 +116,101 @@ def test_kill_9_mid_run_then_resume(params, tmp_path):
     assert_same_models(tmp_path / "full", tmp_path / "killed")
 
 
-def test_backup_resumes_its_mlflow_run_or_is_discarded_and_killed(tmp_path):
-    import json
-
+def store(tmp_path):
     import mlflow
-
-    from stages.resume import STATE_FILE
-    from stages.train import resume_or_start
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    return client, exp
+
+
+def write_state(work, key, run_id, snapshots=None):
+    work.mkdir(parents=True, exist_ok=True)
+    meta = {"key": key, "run_id": run_id}
+    state = {"meta": meta, "history": {}, "snapshots": snapshots or {"2": {}}}
+    (work / STATE_FILE).write_text(json.dumps(state))
+
+
+def test_backup_resumes_its_mlflow_run_or_is_discarded_and_killed(tmp_path):
+    client, exp = store(tmp_path)
     run_id = client.create_run(exp).info.run_id
     work = tmp_path / "work"
-    work.mkdir()
-    state = {"meta": {"key": "k1", "run_id": run_id}, "history": {}, "snapshots": {"2": {}}}
-    (work / STATE_FILE).write_text(json.dumps(state))
-    # same params and data: continue the interrupted run
-    assert resume_or_start(mlflow, work, "k1") == run_id
+    write_state(work, "k1", run_id)
+    # same params, data and code: continue the interrupted run
+    assert resume_or_start(client, work, "k1") == run_id
     assert client.get_run(run_id).info.status == "RUNNING"
-    # params or data changed since: start over, and the interrupted run ends KILLED
-    assert resume_or_start(mlflow, work, "k2") is None
+    # params, data or code changed since: start over, and the interrupted run ends KILLED
+    assert resume_or_start(client, work, "k2") is None
     assert client.get_run(run_id).info.status == "KILLED"
-    assert not work.exists()
+    assert read_state(work) is None
+
+
+def test_a_run_of_another_store_or_a_finished_run_is_not_resumed(tmp_path):
+    client, exp = store(tmp_path)
+    work = tmp_path / "work"
+    write_state(work, "k", "0123456789abcdef0123456789abcdef")  # not in this store
+    assert resume_or_start(client, work, "k") is None and read_state(work) is None
+    run_id = client.create_run(exp).info.run_id
+    client.set_terminated(run_id, "FINISHED")
+    write_state(work, "k", run_id)
+    assert resume_or_start(client, work, "k") is None
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_resume_key_covers_the_stage_code(tmp_path, monkeypatch):
+    import stages.tracking
+
+    code = tmp_path / "stages" / "train.py"
+    code.parent.mkdir()
+    code.write_text("a = 1\n")
+    monkeypatch.setattr(stages.tracking, "REPO_ROOT", tmp_path)
+    tags = {"config_hash": "c", "git_commit": "abc", "git_dirty": "true", "dvc_exp_name": "x"}
+    key = resume_key(tags, [code])
+    assert resume_key({**tags, "git_commit": "def", "dvc_exp_name": "y"}, [code]) == key
+    assert resume_key({**tags, "config_hash": "d"}, [code]) != key
+    code.write_text("a = 2\n")
+    assert resume_key(tags, [code]) != key
+
+
+def test_run_id_is_on_disk_before_the_first_epoch(params, tmp_path):
+    cfg = {**resolve_variant(params, "baseline"), "epochs": 3, "batch_size": 16}
+    configure_tf(seed=11, deterministic=True, threads=1)
+    train, val = tiny_fashion()
+    with pytest.raises(KeyboardInterrupt):
+        meta = {"key": "k", "run_id": "r1"}
+        train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", meta, [CrashAtStart()])
+    assert read_state(tmp_path / "w")["meta"] == {"key": "k", "run_id": "r1"}
+
+
+def test_a_finished_training_killed_before_its_outputs_is_not_lost(params, tmp_path):
+    cfg = {**resolve_variant(params, "baseline"), "epochs": 2, "batch_size": 16}
+    first = run(cfg, tmp_path / "out", tmp_path / "w")
+    for name in ("best.keras", "last.keras"):  # DVC deletes outs before it reruns a stage
+        (tmp_path / "out" / name).unlink()
+    again = run(cfg, tmp_path / "out", tmp_path / "w", crash_after=1)  # no fit: no crash
+    assert again.history == first.history and again.train_time_s == first.train_time_s
+    assert (tmp_path / "out" / "best.keras").is_file()
+    discard(tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_backup_dir_is_in_the_users_repository(monkeypatch, tmp_path):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # as in `dvc exp run --temp/--queue`
+    assert backup_dir("dropout", "k") == tmp_path / ".backup" / "dropout" / "k"
+
+
+def test_one_owner_per_backup_and_abandoned_ones_end_killed(tmp_path):
+    client, exp = store(tmp_path)
+    variant_dir = tmp_path / ".backup" / "v"
+    mine, dead, live = (variant_dir / k for k in ("k1", "k0", "k2"))
+    dead_run, live_run = (client.create_run(exp).info.run_id for _ in range(2))
+    write_state(dead, "k0", dead_run)
+    write_state(live, "k2", live_run)
+    # `live`: a training with other params, still running
+    with claimed(live), claimed(mine):
+        with pytest.raises(StageError, match="another process is training"), claimed(mine):
+            pass
+        discard_abandoned(client, mine)
+    assert not dead.exists() and client.get_run(dead_run).info.status == "KILLED"
+    assert live.exists() and client.get_run(live_run).info.status == "RUNNING"

@@ -135,8 +135,12 @@ def test_mlflow_server_team_mode(study, tmp_path):
         c = mlflow.MlflowClient(tracking_uri=uri)
         exp = c.get_experiment_by_name("keras-regularization")
         (run,) = c.search_runs([exp.experiment_id], "attributes.run_name = 'baseline'")
-        assert run.info.status == "FINISHED"
-        assert {"test_last_accuracy", "test_best_accuracy", "val_loss"} <= set(run.data.metrics)
+        assert run.info.status == "FINISHED" and "val_loss" in run.data.metrics
+        (evaluation,) = c.search_runs(
+            [exp.experiment_id], "attributes.run_name = 'baseline/evaluate'"
+        )
+        assert {"test_last_accuracy", "test_best_accuracy"} <= set(evaluation.data.metrics)
+        assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
         names = {a.path for a in c.list_artifacts(run.info.run_id, "models")}
         assert names == {"models/best.keras", "models/last.keras"}
         local = c.download_artifacts(run.info.run_id, "models/best.keras", str(tmp_path))
@@ -161,6 +165,33 @@ def test_mlproject_train_entry_point_carries_pipeline_tags(study):
     for tag in ("variant", "dataset", "git_commit", "config_hash", "seed", "mlflow_version"):
         assert tag in newest.data.tags
     dvc(study, "checkout", "--force")
+
+
+def test_mlproject_main_entry_runs_each_variant_in_its_own_nested_run(study, tmp_path):
+    """`mlflow run .` (main: dvc repro) exports MLFLOW_RUN_ID; every variant still gets its
+    own run, nested under the project's run."""
+    repo = tmp_path / "copy"
+    shutil.copytree(study, repo, symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["defaults"]["patience"] = 4  # every variant retrains
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    out = sh(repo, str(Path(sys.executable).parent / "mlflow"), "run", ".",
+             "--env-manager", "local", "--experiment-name", "keras-regularization",
+             env=pipeline_env(DATA_MIRRORS="", MLFLOW_TRACKING_URI=uri))  # fmt: skip
+    assert sorted(n for n in ran(out) if n.startswith("train@")) == [
+        f"train@{v}" for v in sorted(VARIANTS)
+    ]
+    runs = client(repo).search_runs([client(repo).get_experiment_by_name(
+        "keras-regularization").experiment_id])  # fmt: skip
+    project = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main"]
+    (project,) = project
+    for name in VARIANTS:
+        newest = max(runs_named(repo, name), key=lambda r: r.info.start_time)
+        assert newest.info.status == "FINISHED"
+        assert newest.data.tags["mlflow.parentRunId"] == project.info.run_id
+        assert newest.data.params["variant.patience"] == "4"
+    assert project.info.status == "FINISHED"
 
 
 def test_plots_show_renders_html(study):

@@ -15,6 +15,7 @@ from stages.tracking import (
     TrackingError,
     check_reachable,
     config_hash,
+    git_state,
     run_tags,
     tracking_uri,
 )
@@ -92,6 +93,22 @@ def test_run_tags_pin_code_data_seed_and_versions(params, tmp_path, monkeypatch)
     assert tags["data_sha256.train/fashion_mnist.npz"] == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
-    assert len(tags["git_commit"]) >= 40
+    assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     for lib in ("tensorflow", "keras", "mlflow", "dvc"):
         assert tags[f"{lib}_version"][0].isdigit()
+
+
+def test_git_dirty_counts_source_files_not_dvc_lock(tmp_path):
+    from bench.workspace import commit
+
+    for name in ("dvc.lock", "params.yaml"):
+        (tmp_path / name).write_text("a: 1\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    commit(tmp_path, "init")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "dvc.lock").write_text("a: 2\n")  # what every `dvc repro` does
+    assert git_state(tmp_path) == (head, False)
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert git_state(tmp_path) == (head, True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from conftest import tiny_fashion
 
-from stages.params import resolve_variant
-from stages.train import configure_tf, flat_config, history_csv, train_model
+from stages.params import StageError, resolve_variant
+from stages.train import best_epoch, configure_tf, flat_config, history_csv, train_model
 
 
 def fit(params, variant, tmp_path, **overrides):
@@ -51,3 +52,34 @@ def test_steps_per_execution_gives_the_same_weights(params, tmp_path):
 def test_flat_config_for_mlflow_params(params):
     flat = flat_config(resolve_variant(params, "adam_beta"))
     assert flat["variant.optimizer.beta_1"] == "0.89" and flat["variant.units"] == "64"
+
+
+class PoisonAfter(keras.callbacks.Callback):
+    """Sets every weight to NaN after `epoch` epochs: the next epoch's losses are NaN."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
+
+
+def test_nan_val_loss_stops_training_and_is_never_the_best_epoch(params, tmp_path):
+    cfg = {**resolve_variant(params, "dropout"), "epochs": 6, "batch_size": 16, "patience": 6}
+    configure_tf(seed=7, deterministic=True, threads=1)
+    train, val = tiny_fashion()
+    result = train_model(cfg, train, val, tmp_path, tmp_path / "work", None, [PoisonAfter(2)])
+    assert result.epochs_run == 3 and np.isnan(result.history["val_loss"][2])  # TerminateOnNaN
+    assert result.best_epoch == best_epoch(result.history["val_loss"][:2])
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    loss = best.evaluate(val[0], val[1], verbose=0, return_dict=True)["loss"]
+    assert np.isclose(loss, result.history["val_loss"][result.best_epoch - 1], rtol=1e-5)
+
+
+def test_best_epoch_skips_nan_and_inf():
+    assert best_epoch([0.5, 0.4, float("nan"), 0.45]) == 2
+    assert best_epoch([float("inf"), 0.7, float("nan")]) == 2
+    with pytest.raises(StageError, match="val_loss was never finite"):
+        best_epoch([float("nan"), float("nan")])
