@@ -8,8 +8,11 @@ and the default study runs 38 of them. The first stage starts a server (tools/fo
 that imports only the third-party modules in params.yaml's `runner.preload` (never this
 repository's code, so edits to stages/ apply to the next run) and forks one child per stage.
 The child is a fresh process in every other respect: the caller's cwd, environment, argv,
-stdin/stdout/stderr, exit status and signals (Ctrl-C, kill) are passed through. The server
-exits after `runner.idle_timeout_s` without work. `runner.prefork: false` runs stages directly.
+stdin/stdout/stderr, umask, nice value, CPU affinity, resource limits (see forkserver.py for
+the exceptions), exit status and signals (Ctrl-C, kill) are passed through. The server exits
+after `runner.idle_timeout_s` without work. `runner.prefork: false` runs stages directly.
+The server's socket, pid file and log live in a directory only this user may use (a request
+carries the caller's environment and stdio); a stale pid file never gets a process signalled.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import runpy
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tools import forkserver
-from tools.forkserver import FIRST_PARTY, exit_like, send_request
+from tools.forkserver import FIRST_PARTY, exit_like, send_request, start_time
 
 # Variables that differ from stage to stage or test to test and are read at run time, not at
 # import time: the forked child gets them anyway, so they must not split servers.
@@ -41,13 +45,26 @@ RUNNER_KEYS = ("prefork", "idle_timeout_s", "start_timeout_s", "preload")
 
 
 def socket_dir() -> Path:
-    """Private per-user directory for server sockets, pid files and logs."""
+    """Private per-user directory for server sockets, pid files and logs (else exits)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     path = Path(base) / f"keras-pipeline-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    if path.stat().st_uid != os.getuid():
-        sys.exit(f"error: {path} belongs to another user; set XDG_RUNTIME_DIR")
-    return path
+    try:
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    st = os.lstat(path)  # not stat: a symlink could lead anywhere
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem, fix = "is a symlink or not a directory", "remove it or "
+    elif st.st_uid != os.getuid():
+        problem, fix = f"belongs to uid {st.st_uid}", ""
+    elif mode != 0o700:
+        problem, fix = f"has mode {mode:04o}, not 0700", "`chmod 700` it or "
+    else:
+        return path
+    need = "the warm runner needs a private directory"
+    sys.exit(f"error: {path} {problem} ({need}): {fix}set XDG_RUNTIME_DIR to one of yours")
 
 
 def server_key(preload: list[str]) -> str:
@@ -153,11 +170,23 @@ def runner_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def stop_servers() -> None:
+    """SIGTERM this user's servers; drop pid files whose process is gone (or a reused pid's)."""
     for pid_file in socket_dir().glob("*.pid"):
         try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
+            pid, started = pid_file.read_text().split()
+            pidfd = os.pidfd_open(int(pid))
+        except (ValueError, OSError):
             pid_file.unlink(missing_ok=True)
+            continue
+        try:  # checked after pidfd_open, so a match means the pidfd is the server's
+            if start_time(int(pid)) == started:
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            else:
+                pid_file.unlink(missing_ok=True)
+        except ProcessLookupError:
+            pid_file.unlink(missing_ok=True)
+        finally:
+            os.close(pidfd)
 
 
 def main() -> None:
