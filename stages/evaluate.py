@@ -2,8 +2,8 @@
 
 Usage: python -m stages.evaluate VARIANT
 Writes metrics/<variant>.json and plots/confusion/<variant>.csv, and logs the same
-numbers (test_last_*, test_best_*) to a child run "<variant>/evaluate" of the variant's
-training run, with evaluate's params.
+numbers to child runs "<variant>/last" and "<variant>/best" of the variant's training run,
+with evaluate's params, linked to the two logged models.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from stages.params import (
 )
 
 # What evaluate reads from the train stage's models/<v>/train.json.
-TRAIN_SUMMARY_KEYS = {"dataset", "loss", "run_id", "best_epoch", "epochs_run"}
+TRAIN_SUMMARY_KEYS = {"dataset", "loss", "run_id", "model_ids", "best_epoch", "epochs_run"}
 METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
 
 
@@ -104,12 +104,9 @@ def confusion_csv(y: np.ndarray, pred: np.ndarray) -> str:
     return "\n".join(rows) + "\n"
 
 
-def mlflow_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """test_last_accuracy, test_best_loss, ... for the variant's MLflow run."""
-    flat = {}
-    for which in ("last", "best"):
-        for name, value in metrics[which].items():
-            flat[f"test_{which}_{name}"] = value
+def mlflow_metrics(metrics: dict[str, Any], which: str) -> dict[str, float]:
+    """test_accuracy, test_loss, ... of the `which` model ("last" or "best") for MLflow."""
+    flat = {f"test_{name}": value for name, value in metrics[which].items()}
     if "majority_accuracy" in metrics:
         flat["test_majority_accuracy"] = metrics["majority_accuracy"]
     return flat
@@ -139,11 +136,13 @@ def log_evaluation(
     y: np.ndarray,
     pred: np.ndarray,
 ) -> None:
-    """Log one evaluation as a child run "<variant>/evaluate" of the training run.
+    """Log an evaluation as child runs "<variant>/last" and "<variant>/best" of the training
+    run, each with evaluate's params and its test metrics linked to that logged model.
 
-    A run per evaluation, carrying evaluate's params: a sweep of evaluate.* never rewrites
-    what another evaluation logged (MLflow and metrics/*.json never disagree), and parallel
-    sweeps never write to the same run.
+    Runs per evaluation: a sweep of evaluate.* never rewrites what another evaluation logged
+    (MLflow and metrics/*.json never disagree), and parallel sweeps never share a run. The
+    common metric names (test_accuracy, test_loss, ...) make every variant's models sortable
+    side by side in the experiment's Models tab.
     """
     from stages.figures import confusion_matrix_figure
     from stages.model import N_CLASSES
@@ -157,14 +156,17 @@ def log_evaluation(
         "evaluate_hash": config_hash(eval_cfg),
         **provenance_tags(),
     }
-    name = f"{variant}/evaluate"
-    with mlflow.start_run(run_name=name, parent_run_id=trained["run_id"], tags=tags):
-        mlflow.log_params({f"evaluate.{k}": v for k, v in eval_cfg.items()})
-        mlflow.log_metrics(mlflow_metrics(metrics))
-        mlflow.log_artifact(str(confusion_path), "evaluation")
-        title = f"{variant}: best checkpoint on test"
-        fig = confusion_matrix_figure(y, pred, N_CLASSES[trained["dataset"]], title)
-        mlflow.log_figure(fig, "plots/confusion_matrix.png")
+    for which in ("last", "best"):
+        name, run_tags = f"{variant}/{which}", {**tags, "checkpoint": which}
+        with mlflow.start_run(run_name=name, parent_run_id=trained["run_id"], tags=run_tags):
+            mlflow.log_params({f"evaluate.{k}": v for k, v in eval_cfg.items()})
+            model_id = trained["model_ids"][which]
+            mlflow.log_metrics(mlflow_metrics(metrics, which), model_id=model_id)
+            if which == "best":
+                mlflow.log_artifact(str(confusion_path), "evaluation")
+                title = f"{variant}: best checkpoint on test"
+                fig = confusion_matrix_figure(y, pred, N_CLASSES[trained["dataset"]], title)
+                mlflow.log_figure(fig, "plots/confusion_matrix.png")
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from stages.params import REPO_ROOT, StageError, project_root, require
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 PROBE_TIMEOUT_S = 5  # a dead server must fail the stage well before training starts
+# MLflow 3's UI opens a model-training experiment on its runs, not on the GenAI overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 # Pathspecs that do not count as source changes for the git_dirty tag.
 NOT_SOURCE = (":(exclude)dvc.lock",)
 # Tags that describe where a run came from, not what it computes (left out of resume keys).
@@ -67,16 +69,20 @@ def setup_mlflow(params: dict[str, Any]):
     mlflow.set_tracking_uri(uri)
     name = require(params, "mlflow.experiment")
     client = mlflow.MlflowClient()
-    if client.get_experiment_by_name(name) is None:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
         location = None
         if uri.startswith("sqlite:"):
             location = (project_root() / require(params, "mlflow.artifact_dir")).as_uri()
         try:
-            client.create_experiment(name, artifact_location=location)
+            client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException:
             # Created meanwhile by a parallel stage (dvc queue start -j 2): use theirs.
             if client.get_experiment_by_name(name) is None:
                 raise
+    elif any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+        for key, value in EXPERIMENT_TAGS.items():  # an experiment made by older code
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(name)
     return mlflow
 

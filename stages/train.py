@@ -224,6 +224,7 @@ def main() -> None:
     from stages.tracking import project_run_id, resume_key, run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
+    from stages.mlflow_keras import RunLogger, log_checkpoints
     from stages.resume import claimed, discard
 
     parent = project_run_id()
@@ -232,7 +233,6 @@ def main() -> None:
     train, val = (load_split(path) for path in split_files)
     seed, deterministic = require(params, "seed"), require(params, "deterministic")
     configure_tf(seed, deterministic, require(params, "train.threads"))
-    mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
 
     tags = run_tags(variant, cfg, params, split_files)
     key = resume_key(tags, CODE_FILES)
@@ -247,19 +247,19 @@ def main() -> None:
             if run_id is None:
                 mlflow.log_params(flat_config(cfg))
             meta = {"key": key, "run_id": run.info.run_id}
-            result = train_model(cfg, train, val, out_dir, work_dir, meta)
+            result = train_model(cfg, train, val, out_dir, work_dir, meta, [RunLogger()])
+            models = {name: out_dir / f"{name}.keras" for name in ("best", "last")}
             summary = {
                 "dataset": cfg["dataset"],
                 "loss": cfg["loss"],
                 "run_id": run.info.run_id,
+                "model_ids": log_checkpoints(models, train[0], {"variant": variant}),
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
                 "train_time_s": round(result.train_time_s, 3),
             }
             metric_keys = ("best_epoch", "epochs_run", "train_time_s")
             mlflow.log_metrics({k: summary[k] for k in metric_keys})
-            for name in (BEST, LAST):
-                mlflow.log_artifact(str(out_dir / name), "models")
             from stages.figures import learning_curves
 
             curves = learning_curves(result.history, result.best_epoch, variant)

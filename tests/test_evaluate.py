@@ -70,14 +70,12 @@ def test_mlflow_metric_names():
         "epochs_run": 5,
         "majority_accuracy": 0.8,
     }
-    assert mlflow_metrics(metrics) == {
-        "test_last_loss": 1.0,
-        "test_last_accuracy": 0.5,
-        "test_best_loss": 0.9,
-        "test_best_accuracy": 0.6,
-        "test_best_auc": 0.7,
+    assert mlflow_metrics(metrics, "last") == {
+        "test_loss": 1.0,
+        "test_accuracy": 0.5,
         "test_majority_accuracy": 0.8,
     }
+    assert mlflow_metrics(metrics, "best")["test_auc"] == 0.7
 
 
 def test_confusion_csv_rows():
@@ -89,9 +87,10 @@ def test_train_summary_missing_or_stale_says_which_stage_to_rerun(tmp_path):
     with pytest.raises(DataError, match=r"train\.json: not found; run `dvc repro train@v`"):
         read_train_summary(path, "v")
     path.write_text(json.dumps({"best_epoch": 2, "epochs_run": 3}))
-    with pytest.raises(DataError, match=r"missing dataset, loss, run_id .*train@v"):
+    with pytest.raises(DataError, match=r"missing dataset, loss, model_ids, run_id .*train@v"):
         read_train_summary(path, "v")
     summary = {"dataset": "thoracic", "loss": "poisson", "run_id": "r", "best_epoch": 2}
+    summary["model_ids"] = {"best": "m-1", "last": "m-2"}
     path.write_text(json.dumps({**summary, "epochs_run": 3}))
     assert read_train_summary(path, "v")["epochs_run"] == 3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import mlflow
 import pytest
 import yaml
 from conftest import dvc, ran, sh, tiny_params
@@ -44,8 +45,6 @@ def test_repro_writes_metrics_for_every_variant(tiny_repo):
 
 
 def runs_by_name(repo):
-    import mlflow
-
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("keras-regularization")
     by_name = {}
@@ -65,8 +64,8 @@ def test_one_named_finished_run_per_variant_in_sqlite(tiny_repo):
         history = client.get_metric_history(run.info.run_id, "val_loss")
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
         assert len(history) == metrics["epochs_run"]
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
-        assert artifacts == {"models/best.keras", "models/last.keras"}
+        assert "validation_loss" not in run.data.metrics  # one curve per metric
+        assert not client.list_artifacts(run.info.run_id, "models")  # logged models instead
         figures = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert figures == {"plots/learning_curves.png"}
         tags = run.data.tags
@@ -76,15 +75,24 @@ def test_one_named_finished_run_per_variant_in_sqlite(tiny_repo):
         assert any(k.startswith("data_sha256.train/") for k in tags)
         # dvc repro rewrote dvc.lock; the committed sources are unchanged
         assert tags["git_dirty"] == "false" and "dirty" not in tags["git_commit"]
-        # test metrics live in the evaluation's child run, beside evaluate's params
-        (child,) = by_name[f"{name}/evaluate"]
-        assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
-        assert child.info.status == "FINISHED"
-        assert child.data.metrics["test_best_accuracy"] == metrics["best"]["accuracy"]
-        assert child.data.metrics["test_last_loss"] == metrics["last"]["loss"]
+        # each checkpoint: a logged model of the training run, loadable, with its test
+        # metrics from the evaluation's child run (beside evaluate's params)
+        model_ids = json.loads((repo / "models" / name / "train.json").read_text())["model_ids"]
+        for which in ("last", "best"):
+            (child,) = by_name[f"{name}/{which}"]
+            assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
+            assert child.info.status == "FINISHED"
+            assert child.data.params["evaluate.threshold"] == "0.5"
+            assert child.data.metrics["test_accuracy"] == metrics[which]["accuracy"]
+            assert child.data.metrics["test_loss"] == metrics[which]["loss"]
+            model = client.get_logged_model(model_ids[which])
+            assert model.source_run_id == run.info.run_id and model.name == which
+            linked = {m.key: m.value for m in model.metrics if m.run_id == child.info.run_id}
+            assert linked["test_accuracy"] == metrics[which]["accuracy"]
         assert not any(k.startswith("test_") for k in run.data.metrics)
-        plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
-        assert plots == {"plots/confusion_matrix.png"}
+        mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+        best = mlflow.keras.load_model(f"models:/{model_ids['best']}")
+        assert best.count_params() > 0
     assert run.info.artifact_uri.startswith(f"file://{repo}/mlartifacts")
     assert not (repo / ".backup").exists() or not any((repo / ".backup").rglob("*.json"))
 
@@ -119,8 +127,8 @@ def test_evaluate_params_change_logs_a_new_evaluation_and_keeps_the_old(tiny_rep
     out = dvc(repo, "repro")
     assert "train@" not in " ".join(ran(out))
     _, by_name = runs_by_name(repo)
-    *old, new = sorted(by_name["thoracic_cce/evaluate"], key=lambda r: r.info.start_time)
+    *old, new = sorted(by_name["thoracic_cce/best"], key=lambda r: r.info.start_time)
     assert old and all(r.data.params["evaluate.threshold"] == "0.5" for r in old)
     assert new.data.params["evaluate.threshold"] == "0.3"
     metrics = json.loads((repo / "metrics" / "thoracic_cce.json").read_text())
-    assert new.data.metrics["test_best_accuracy"] == metrics["best"]["accuracy"]
+    assert new.data.metrics["test_accuracy"] == metrics["best"]["accuracy"]

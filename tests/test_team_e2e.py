@@ -136,15 +136,14 @@ def test_mlflow_server_team_mode(study, tmp_path):
         exp = c.get_experiment_by_name("keras-regularization")
         (run,) = c.search_runs([exp.experiment_id], "attributes.run_name = 'baseline'")
         assert run.info.status == "FINISHED" and "val_loss" in run.data.metrics
-        (evaluation,) = c.search_runs(
-            [exp.experiment_id], "attributes.run_name = 'baseline/evaluate'"
-        )
-        assert {"test_last_accuracy", "test_best_accuracy"} <= set(evaluation.data.metrics)
+        (evaluation,) = c.search_runs([exp.experiment_id], "attributes.run_name = 'baseline/best'")
+        assert {"test_loss", "test_accuracy"} <= set(evaluation.data.metrics)
         assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
-        names = {a.path for a in c.list_artifacts(run.info.run_id, "models")}
-        assert names == {"models/best.keras", "models/last.keras"}
-        local = c.download_artifacts(run.info.run_id, "models/best.keras", str(tmp_path))
-        assert Path(local).stat().st_size > 1000
+        models = c.search_logged_models([exp.experiment_id])
+        assert {m.name for m in models if m.source_run_id == run.info.run_id} == {"best", "last"}
+        (best,) = [m for m in models if m.source_run_id == run.info.run_id and m.name == "best"]
+        mlflow.set_tracking_uri(uri)
+        assert mlflow.keras.load_model(f"models:/{best.model_id}").count_params() > 0
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -173,7 +172,8 @@ def test_mlproject_main_entry_runs_each_variant_in_its_own_nested_run(study, tmp
     repo = tmp_path / "copy"
     shutil.copytree(study, repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["defaults"]["patience"] = 4  # every variant retrains
+    for name in VARIANTS:  # every variant retrains
+        params["variants"][name]["patience"] = 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     out = sh(repo, str(Path(sys.executable).parent / "mlflow"), "run", ".",
