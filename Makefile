@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup repro test lint format bench bench-quick lock clean mlflow-ui report
+.PHONY: setup browser repro test lint format bench bench-quick lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -20,10 +20,19 @@ $(STAMP): requirements.lock
 	$(BIN)/pip install -q -r requirements.lock
 	touch $@
 
+# tools.tidy: a training killed before DVC restored its stage from the cache leaves a
+# backup and a RUNNING MLflow run that no stage would clean up.
 repro: setup
 	$(BIN)/dvc repro
+	$(BIN)/python -m tools.tidy
 
-test: setup
+# The tests render the MLflow UI in Debian's headless Chromium.
+browser:
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "error: the tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
+
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -35,7 +44,7 @@ format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 mlflow-ui: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+	$(BIN)/python -m tools.mlflow_ui 5000
 
 lock: setup
 	$(BIN)/pip install -q -r requirements.in

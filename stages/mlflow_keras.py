@@ -58,7 +58,8 @@ def log_checkpoints(
     for name, path in models.items():
         model = keras.saving.load_model(path, safe_mode=True)
         sample = x_sample[:SIGNATURE_ROWS]
-        signature = infer_signature(sample, model.predict(sample, verbose=0))
+        # predict_on_batch: no tf.data pipeline for two rows (see stages/batches.py)
+        signature = infer_signature(sample, model.predict_on_batch(sample))
         info = mlflow.keras.log_model(
             model,
             name=name,

@@ -10,14 +10,6 @@ continue with the callbacks' memory and the RNG state, or it ends with other num
 TrainingState snapshots all of these after every epoch, keyed by epoch, and restores the
 snapshot matching the epoch BackupAndRestore resumes from.
 
-Where the backup lives: <user's repo root>/.backup/<variant>/<key>/, where key hashes
-everything the result depends on (merged config, data, seed, library versions and the
-stage code), so an edit of the code or params never resumes old weights, and runs of one
-variant with different params (`dvc queue start -j 2`) never share a directory. The root
-is DVC_ROOT under `dvc exp run --temp/--queue`, like the MLflow store, so a killed queued
-run is found by the next run of the same experiment. A process holds an flock on the
-directory while it trains: a directory nobody holds belongs to a dead process.
-
 A kill can land in the middle of a file write. Keras writes checkpoints in place, so
 the best model is also copied atomically (best.safe.keras) once ModelCheckpoint has written
 it, and restored from that copy; BackupAndRestore runs with double_checkpoint=True.
@@ -25,80 +17,17 @@ it, and restored from that copy; BackupAndRestore runs with double_checkpoint=Tr
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from stages.backups import STATE_FILE, read_state
 from stages.formats import write_atomic
-from stages.params import StageError
 
-STATE_FILE = "training_state.json"
 SAFE_BEST = "best.safe.keras"
-LOCK_FILE = "lock"
-
-
-@contextmanager
-def claimed(work_dir: Path) -> Iterator[None]:
-    """Hold work_dir's lock while training; fail if a live process already holds it."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd = _try_lock(work_dir)
-    if fd is None:
-        raise StageError(
-            f"{work_dir}: another process is training this variant with the same settings;"
-            " wait for it to finish or stop it"
-        )
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def abandoned(variant_dir: Path, keep: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    """Backups of a variant under other keys whose process is dead (their lock is free).
-
-    Yields (directory, its saved state) while holding the directory's lock, so the caller
-    can end the state's MLflow run and remove the directory without racing a new owner."""
-    if not variant_dir.is_dir():
-        return
-    for path in sorted(variant_dir.iterdir()):
-        if path == keep or not path.is_dir():
-            continue
-        fd = _try_lock(path)
-        if fd is None:
-            continue  # a live training of this variant with other params
-        try:
-            yield path, read_state(path)
-        finally:
-            os.close(fd)
-
-
-def _try_lock(work_dir: Path) -> int | None:
-    fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def discard(work_dir: Path, keep_lock: bool = False) -> None:
-    """Remove a backup; with keep_lock, all but the lock file its owner holds."""
-    if not keep_lock:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return
-    for path in work_dir.iterdir() if work_dir.is_dir() else []:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.name != LOCK_FILE:
-            path.unlink()
 
 
 def _seed_generators(model: keras.Model) -> list[Any]:
@@ -108,12 +37,6 @@ def _seed_generators(model: keras.Model) -> list[Any]:
         for layer in model._flatten_layers()
         if getattr(layer, "seed_generator", None) is not None
     ]
-
-
-def read_state(work_dir: Path) -> dict[str, Any] | None:
-    """The saved state of an interrupted run in work_dir, if any."""
-    path = work_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 class TrainingState(keras.callbacks.Callback):

@@ -16,14 +16,12 @@ import numpy as np
 
 from stages.formats import load_split, split_path, write_atomic
 from stages.params import (
-    BACKUP_DIR,
     MODELS_DIR,
     PLOTS_DIR,
     PREPARED_DIR,
     REPO_ROOT,
     StageError,
     load_params,
-    project_root,
     require,
     resolve_all_variants,
     resolve_variant,
@@ -55,9 +53,11 @@ def configure_tf(seed: int, deterministic: bool, threads: int) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    if threads:
-        # Measured: one thread is as fast as two for these small models (less contention).
+    # Measured: one thread is as fast as two for these small models (less contention).
+    # Settable only before TF starts its runtime; a second call with the same value is a no-op.
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if threads and tf.config.threading.get_inter_op_parallelism_threads() != threads:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
@@ -75,12 +75,14 @@ def train_model(
     work_dir holds the best checkpoint, the backup and both finished models (DVC deletes
     outs before a stage reruns, so they live outside out_dir): a rerun after a kill resumes
     from the last completed epoch, or takes the finished models. The caller removes
-    work_dir (resume.discard) once everything derived from the training is written.
+    work_dir (backups.discard) once everything derived from the training is written.
     """
     import keras
 
+    from stages.backups import read_state
+    from stages.batches import array_batches
     from stages.model import build_model, encode_labels
-    from stages.resume import TrainingState, read_state
+    from stages.resume import TrainingState
 
     saved = read_state(work_dir) or {}
     finished = saved.get("finished")
@@ -102,12 +104,12 @@ def train_model(
         stop_nan = keras.callbacks.TerminateOnNaN()
         callbacks = [early, checkpoint, state, backup, stop_nan, *(extra_callbacks or [])]
         start = time.perf_counter()
+        batch = cfg["batch_size"]
         model.fit(
-            train[0],
-            encode_labels(train[1], cfg),
-            validation_data=(val[0], encode_labels(val[1], cfg)),
+            array_batches((train[0], encode_labels(train[1], cfg)), batch, shuffle=True),
+            validation_data=array_batches((val[0], encode_labels(val[1], cfg)), batch, False),
             epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"],
+            shuffle=False,  # array_batches shuffles; Keras would warn that it ignores True
             callbacks=callbacks,
             verbose=0,
         )
@@ -163,58 +165,6 @@ def flat_config(cfg: dict[str, Any], prefix: str = "variant") -> dict[str, str]:
     return flat
 
 
-def resume_or_start(client: Any, work_dir: Path, key: str) -> str | None:
-    """The MLflow run id to resume when work_dir holds a backup made under `key`.
-
-    Only a run that still exists in the current store and is not FINISHED is resumed.
-    Anything else (no run id yet, a run of another store) starts over: the backup is
-    discarded and its run, if still RUNNING, marked KILLED.
-    """
-    from stages.resume import discard, read_state
-
-    saved = read_state(work_dir) or {}
-    meta = saved.get("meta", {})
-    status = run_status(client, meta.get("run_id"))
-    if meta.get("key") == key and status not in (None, "FINISHED"):
-        return meta["run_id"]
-    end_killed(client, meta.get("run_id"))
-    discard(work_dir, keep_lock=True)  # the caller holds the lock: start over in place
-    return None
-
-
-def run_status(client: Any, run_id: str | None) -> str | None:
-    """The run's status in the current store, or None if there is no such run."""
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
-        return None
-    try:
-        return client.get_run(run_id).info.status
-    except MlflowException:
-        return None
-
-
-def end_killed(client: Any, run_id: str | None) -> None:
-    """Mark an interrupted run KILLED (a run of another store, or an ended run, is left)."""
-    if run_status(client, run_id) == "RUNNING":
-        client.set_terminated(run_id, status="KILLED")
-
-
-def backup_dir(variant: str, key: str) -> Path:
-    """Where a training keeps its resumable state: in the user's repository (DVC_ROOT
-    under `dvc exp run --temp/--queue`), beside the MLflow store, one directory per key."""
-    return project_root() / BACKUP_DIR / variant / key
-
-
-def discard_abandoned(client: Any, work_dir: Path) -> None:
-    """Backups of this variant under other keys, left by dead processes: end, remove."""
-    from stages.resume import abandoned, discard
-
-    for path, saved in abandoned(work_dir.parent, keep=work_dir):
-        end_killed(client, (saved or {}).get("meta", {}).get("run_id"))
-        discard(path)
-
-
 def main() -> None:
     variant = variant_arg(__doc__)
 
@@ -224,8 +174,16 @@ def main() -> None:
     from stages.tracking import project_run_id, resume_key, run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
+    from stages.backups import (
+        backup_dir,
+        claimed,
+        discard,
+        discard_abandoned,
+        resume_or_start,
+        tidy,
+    )
     from stages.mlflow_keras import RunLogger, log_checkpoints
-    from stages.resume import claimed, discard
+    from stages.progress import EpochProgress
 
     parent = project_run_id()
     prepared = REPO_ROOT / PREPARED_DIR
@@ -240,6 +198,7 @@ def main() -> None:
     client = mlflow.MlflowClient()
     with claimed(work_dir):
         discard_abandoned(client, work_dir)
+        tidy(client, set(cfgs), REPO_ROOT / MODELS_DIR)  # other variants' dead backups
         run_id = resume_or_start(client, work_dir, key)
         run_name, parent_id = (None, None) if run_id else (variant, parent)
         with mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_id) as run:
@@ -247,12 +206,14 @@ def main() -> None:
             if run_id is None:
                 mlflow.log_params(flat_config(cfg))
             meta = {"key": key, "run_id": run.info.run_id}
-            result = train_model(cfg, train, val, out_dir, work_dir, meta, [RunLogger()])
+            logging = [RunLogger(), EpochProgress(cfg["epochs"], label=f"train {variant}")]
+            result = train_model(cfg, train, val, out_dir, work_dir, meta, logging)
             models = {name: out_dir / f"{name}.keras" for name in ("best", "last")}
             summary = {
                 "dataset": cfg["dataset"],
                 "loss": cfg["loss"],
                 "run_id": run.info.run_id,
+                "key": key,  # what the result depends on; see stages/backups.py
                 "model_ids": log_checkpoints(models, train[0], {"variant": variant}),
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic data files and a params dict like params.yaml."""
+"""Shared fixtures: tiny synthetic data files, a params dict like params.yaml, stand-in stages."""
 
 from __future__ import annotations
 
@@ -7,18 +7,32 @@ import gzip
 import hashlib
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from bench.workspace import dvc_bin, pipeline_env
-from stages.params import load_params
+from stages.params import REPO_ROOT, load_params
 from tools.prefork import stop_servers
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tf_threads():
+    """TF's thread pools as the train stage sets them (train.threads), before any test starts
+    TF's runtime: they cannot change afterwards, and stage code sets them again."""
+    import tensorflow as tf
+
+    threads = load_params()["train"]["threads"]
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -140,3 +154,107 @@ def dvc(repo: Path, *args: str, **kw) -> str:
 
 def ran(out: str) -> list[str]:
     return sorted(line.split("'")[1] for line in out.splitlines() if "Running stage" in line)
+
+
+# The warm stage runner (tools/prefork, tools/forkserver) with stand-in stages.
+# A stand-in stage: reports what a process sees, then exits as told.
+PROBE = """
+import json, os, sys, time
+from pathlib import Path
+mode = sys.argv[1]
+print(json.dumps({"pid": os.getpid(), "cwd": os.getcwd(), "argv": sys.argv,
+                  "env": os.environ.get("PROBE_VALUE"), "stdin": sys.stdin.readline().strip(),
+                  "version": VERSION}), flush=True)
+print("to stderr", file=sys.stderr)
+if mode == "sleep":
+    Path("started").write_text(str(os.getpid()))
+    time.sleep(60)
+if mode == "fail":
+    raise RuntimeError("boom")
+if mode == "interrupt":
+    raise KeyboardInterrupt
+if mode == "cleanup":
+    import atexit, threading
+    atexit.register(lambda: Path("atexit-ran").write_text("yes"))
+    threading.Thread(target=lambda: (time.sleep(0.3), Path("thread-ran").write_text("yes"))).start()
+    sys.exit("bye")
+sys.exit(int(mode))
+"""
+# A stand-in stage that reports the process attributes a caller can set.
+ATTRS = """
+import json, os, resource
+print(json.dumps([os.umask(0), os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)),
+                  resource.getrlimit(resource.RLIMIT_NOFILE)]))
+"""
+RUNNER = {"prefork": True, "idle_timeout_s": 60, "start_timeout_s": 60, "preload": ["json"]}
+
+
+def probe_repo(tmp_path: Path, version: int = 1, **runner) -> Path:
+    """A directory with params.yaml (runner section), probe.py and a link to tools/."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runner": {**RUNNER, **runner}}))
+    (tmp_path / "probe.py").write_text(f"VERSION = {version}\n{PROBE}")
+    (tmp_path / "attrs.py").write_text(ATTRS)
+    for package in ("tools", "stages"):
+        if not (tmp_path / package).exists():
+            (tmp_path / package).symlink_to(REPO_ROOT / package)
+    return tmp_path
+
+
+def start(repo: Path, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tools.prefork", "probe", *args],
+        cwd=repo,
+        env={**os.environ, "PROBE_VALUE": "v1", **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(repo: Path, *args: str, **env: str) -> tuple[int, dict, str, int]:
+    proc = start(repo, *args, **env)
+    out, err = proc.communicate("hello\n", timeout=120)
+    return proc.returncode, json.loads(out.splitlines()[0]), err, proc.pid
+
+
+def server_logs() -> str:
+    base = Path(os.environ["XDG_RUNTIME_DIR"])
+    return "".join(p.read_text() for p in base.glob("keras-pipeline-*/*.log"))
+
+
+def _wait_for(path: Path) -> int:
+    for _ in range(600):
+        if path.exists() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def proc_stat(pid: int) -> list[str]:
+    """Fields 3... of /proc/PID/stat: [0] the state (Z: zombie), [19] the start time."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return [""]
+
+
+def proc_state(pid: int) -> str | None:
+    return proc_stat(pid)[0] or None
+
+
+def gone(pid: int) -> bool:
+    """Dead, even if only a zombie (an orphan's reaper is whatever PID 1 is)."""
+    for _ in range(200):
+        if proc_state(pid) in (None, "Z"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def start_sleeper(repo: Path) -> tuple[subprocess.Popen, int]:
+    """A caller whose stage sleeps, and the stage's pid once it runs."""
+    proc = start(repo, "sleep")
+    proc.stdin.write("x\n")
+    proc.stdin.flush()
+    return proc, _wait_for(repo / "started")

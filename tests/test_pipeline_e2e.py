@@ -132,3 +132,23 @@ def test_evaluate_params_change_logs_a_new_evaluation_and_keeps_the_old(tiny_rep
     assert new.data.params["evaluate.threshold"] == "0.3"
     metrics = json.loads((repo / "metrics" / "thoracic_cce.json").read_text())
     assert new.data.metrics["test_accuracy"] == metrics["best"]["accuracy"]
+
+
+def test_a_killed_training_that_dvc_serves_from_its_cache_leaves_nothing_behind(tiny_repo):
+    """The state a `kill -9` leaves (a backup under the variant's key, a RUNNING run), when
+    DVC then restores the stage from its cache instead of rerunning it: `make repro`'s
+    tidy step ends the run KILLED and removes the backup."""
+    repo, _ = tiny_repo
+    client, _ = runs_by_name(repo)
+    summary = json.loads((repo / "models" / "baseline" / "train.json").read_text())
+    exp = client.get_experiment_by_name("keras-regularization")
+    run_id = client.create_run(exp.experiment_id, run_name="baseline").info.run_id
+    backup = repo / ".backup" / "baseline" / summary["key"]
+    backup.mkdir(parents=True)
+    state = {"meta": {"key": summary["key"], "run_id": run_id}, "history": {}, "snapshots": {}}
+    (backup / "training_state.json").write_text(json.dumps(state))
+    assert "Running stage" not in dvc(repo, "repro")
+    out = sh(repo, sys.executable, "-m", "tools.tidy")
+    assert f"tidy: removed {backup}" in out
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert not (repo / ".backup" / "baseline").exists()

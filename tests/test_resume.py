@@ -14,16 +14,19 @@ import numpy as np
 import pytest
 from conftest import tiny_fashion
 
-from stages.params import REPO_ROOT, StageError, resolve_variant
-from stages.resume import STATE_FILE, claimed, discard, read_state
-from stages.tracking import resume_key
-from stages.train import (
+from stages.backups import (
+    STATE_FILE,
     backup_dir,
-    configure_tf,
+    claimed,
+    discard,
     discard_abandoned,
+    read_state,
     resume_or_start,
-    train_model,
+    tidy,
 )
+from stages.params import REPO_ROOT, StageError, resolve_variant
+from stages.tracking import resume_key
+from stages.train import configure_tf, train_model
 
 
 class CrashAtStart(keras.callbacks.Callback):
@@ -214,3 +217,21 @@ def test_one_owner_per_backup_and_abandoned_ones_end_killed(tmp_path):
         discard_abandoned(client, mine)
     assert not dead.exists() and client.get_run(dead_run).info.status == "KILLED"
     assert live.exists() and client.get_run(live_run).info.status == "RUNNING"
+
+
+def test_tidy_ends_backups_of_removed_variants_and_of_results_dvc_restored(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    client, exp = store(tmp_path)
+    runs = {name: client.create_run(exp).info.run_id for name in ("gone", "cached", "resume")}
+    write_state(backup_dir("gone", "k"), "k", runs["gone"])  # variant removed from params
+    write_state(backup_dir("v", "k1"), "k1", runs["cached"])  # its result is in models/
+    write_state(backup_dir("v", "k2"), "k2", runs["resume"])  # may still be resumed
+    (tmp_path / "models" / "v").mkdir(parents=True)
+    (tmp_path / "models" / "v" / "train.json").write_text(json.dumps({"key": "k1"}))
+    with claimed(backup_dir("v", "k3")):  # a live training is never touched
+        removed = tidy(client, {"v"}, tmp_path / "models")
+    assert removed == [backup_dir("gone", "k"), backup_dir("v", "k1")]
+    assert not (tmp_path / ".backup" / "gone").exists()
+    assert backup_dir("v", "k2").exists() and backup_dir("v", "k3").exists()
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"gone": "KILLED", "cached": "KILLED", "resume": "RUNNING"}

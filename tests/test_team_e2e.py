@@ -16,6 +16,7 @@ import yaml
 from conftest import dvc, ran, sh, tiny_params
 
 from bench.workspace import commit, copy_repo, pipeline_env
+from tools.mlflow_ui import ui_url
 
 VARIANTS = ["thoracic_bce", "baseline"]
 pytestmark = pytest.mark.slow
@@ -109,6 +110,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
 def test_mlflow_server_team_mode(study, tmp_path):
     import mlflow
 
@@ -122,13 +134,7 @@ def test_mlflow_server_team_mode(study, tmp_path):
     )  # fmt: skip
     try:
         uri = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_port(port)
         env = pipeline_env(DATA_MIRRORS="", MLFLOW_TRACKING_URI=uri)
         for stage in ("train", "evaluate"):
             sh(study, sys.executable, "-m", f"stages.{stage}", "baseline", env=env)
@@ -173,7 +179,7 @@ def test_mlproject_main_entry_runs_each_variant_in_its_own_nested_run(study, tmp
     shutil.copytree(study, repo, symlinks=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for name in VARIANTS:  # every variant retrains
-        params["variants"][name]["patience"] = 4
+        params["variants"][name]["patience"] = 7  # a value no earlier test ran
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     out = sh(repo, str(Path(sys.executable).parent / "mlflow"), "run", ".",
@@ -190,7 +196,7 @@ def test_mlproject_main_entry_runs_each_variant_in_its_own_nested_run(study, tmp
         newest = max(runs_named(repo, name), key=lambda r: r.info.start_time)
         assert newest.info.status == "FINISHED"
         assert newest.data.tags["mlflow.parentRunId"] == project.info.run_id
-        assert newest.data.params["variant.patience"] == "4"
+        assert newest.data.params["variant.patience"] == "7"
     assert project.info.status == "FINISHED"
 
 
@@ -200,3 +206,48 @@ def test_plots_show_renders_html(study):
     for plot in ("learning_curves_loss", "learning_curves_accuracy", "confusion", "last_vs_best"):
         assert plot in html
     shutil.rmtree(study / "dvc_plots")
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=20000",
+]  # fmt: skip
+
+
+def rendered(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran, from Debian's headless Chromium."""
+    proc = subprocess.run(
+        [shutil.which("chromium") or "/usr/bin/chromium", *CHROMIUM_FLAGS,
+         f"--user-data-dir={profile}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_mlflow_ui_lists_every_variants_run_and_models(study, tmp_path):
+    """What `make mlflow-ui` shows: the experiment opens on its training runs, and its
+    Models tab lists the best and last model of every variant."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{study / 'mlflow.db'}"],
+        env=pipeline_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        exp = client(study).get_experiment_by_name("keras-regularization")
+        base = f"http://127.0.0.1:{port}"
+        runs_page = rendered(ui_url(base, exp.experiment_id), tmp_path / "profile")
+        assert "Run Name" in runs_page  # the runs table, not the GenAI overview
+        for name in VARIANTS:
+            assert name in runs_page, f"run {name} not on the experiment's first page"
+        models_page = rendered(ui_url(base, exp.experiment_id, "models"), tmp_path / "profile")
+        for name in VARIANTS:  # each logged model row names its source run
+            assert models_page.count(f">{name}<") >= 2, f"models of {name} not listed"
+        assert ">best<" in models_page and ">last<" in models_page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,65 @@
+"""stages.batches: Keras's own batches for NumPy arrays, minus TF's spurious E0000 line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+from bench.workspace import pipeline_env
+from stages.batches import array_batches
+from stages.params import REPO_ROOT
+
+FIT = """
+import sys, keras, numpy as np, tensorflow as tf
+sys.path.insert(0, {root!r})
+from stages.batches import array_batches
+keras.utils.set_random_seed(0)
+tf.config.experimental.enable_op_determinism()
+rng = np.random.default_rng(0)
+x, y = rng.random((95, 6), dtype=np.float32), rng.integers(0, 3, 95)  # 95 % 10: partial batch
+model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy")
+if sys.argv[1] == "numpy":
+    model.fit(x, y, validation_data=(x, y), batch_size=10, epochs=2, verbose=0)
+else:
+    batches = array_batches((x, y), 10, shuffle=True)
+    model.fit(batches, validation_data=array_batches((x, y), 10, False), epochs=2, verbose=0)
+"""
+
+
+def fit(x, y, numpy_path: bool):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", steps_per_execution=4)
+    if numpy_path:
+        history = model.fit(x, y, validation_data=(x[:13], y[:13]), batch_size=7, epochs=3,
+                            verbose=0)  # fmt: skip
+    else:
+        val = array_batches((x[:13], y[:13]), 7, False)
+        history = model.fit(array_batches((x, y), 7, True), validation_data=val, epochs=3,
+                            shuffle=False, verbose=0)  # fmt: skip
+    return model.get_weights(), history.history
+
+
+def test_same_batches_same_weights_as_kerass_numpy_path():
+    rng = np.random.default_rng(1)
+    x, y = rng.random((50, 6), dtype=np.float32), rng.integers(0, 3, 50)  # 50 % 7 != 0
+    (w_keras, h_keras), (w_ours, h_ours) = fit(x, y, True), fit(x, y, False)
+    assert h_ours == h_keras
+    for a, b in zip(w_keras, w_ours, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_use_unbounded_threadpool_error_under_op_determinism():
+    def stderr(path: str) -> str:
+        script = FIT.format(root=str(REPO_ROOT))
+        proc = subprocess.run([sys.executable, "-c", script, path], env=pipeline_env(),
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    assert "use_unbounded_threadpool" in stderr("numpy")  # the TF bug this module avoids
+    assert "use_unbounded_threadpool" not in stderr("batches")
