@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -156,8 +157,8 @@ def ran(out: str) -> list[str]:
     return sorted(line.split("'")[1] for line in out.splitlines() if "Running stage" in line)
 
 
-# The warm stage runner (tools/prefork, tools/forkserver) with stand-in stages.
-# A stand-in stage: reports what a process sees, then exits as told.
+# The warm stage runner (tools/prefork): a stand-in stage reports what a process sees, then
+# exits as told.
 PROBE = """
 import json, os, sys, time
 from pathlib import Path
@@ -180,12 +181,6 @@ if mode == "cleanup":
     sys.exit("bye")
 sys.exit(int(mode))
 """
-# A stand-in stage that reports the process attributes a caller can set.
-ATTRS = """
-import json, os, resource
-print(json.dumps([os.umask(0), os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)),
-                  resource.getrlimit(resource.RLIMIT_NOFILE)]))
-"""
 RUNNER = {"prefork": True, "idle_timeout_s": 60, "start_timeout_s": 60, "preload": ["json"]}
 
 
@@ -193,7 +188,6 @@ def probe_repo(tmp_path: Path, version: int = 1, **runner) -> Path:
     """A directory with params.yaml (runner section), probe.py and a link to tools/."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runner": {**RUNNER, **runner}}))
     (tmp_path / "probe.py").write_text(f"VERSION = {version}\n{PROBE}")
-    (tmp_path / "attrs.py").write_text(ATTRS)
     for package in ("tools", "stages"):
         if not (tmp_path / package).exists():
             (tmp_path / package).symlink_to(REPO_ROOT / package)

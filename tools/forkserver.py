@@ -2,50 +2,44 @@
 
   python tools/forkserver.py SOCKET IDLE_TIMEOUT_S MODULE...   # started by tools.prefork
 
-It imports the given third-party modules, listens on the Unix socket SOCKET and, per
-request, forks a child that becomes the caller's `python -m module args` process (the
-caller's cwd, environment, argv, stdin/stdout/stderr passed as fds, umask, nice value, CPU
-affinity and resource limits). It reports each child's exit code to its caller, kills a child
-whose caller is gone, logs one JSON line per child (wall time, peak RSS) to stdout, and exits
-after IDLE_TIMEOUT_S without work or on SIGTERM, once its children are done. If it is killed,
-its children die with it (PR_SET_PDEATHSIG): nobody would report their exit. A caller can
-only break its own connection: requests are read without blocking, and dropped if incomplete
-after REQUEST_TIMEOUT_S. Standard library only, so a caller can import the protocol cheaply.
-
-Exceptions: unprivileged, a process cannot raise a hard resource limit or lower its nice value,
-so a stage gets at most the server's hard limits and at least its nice value (those of the
-caller that started it; `python -m tools.prefork --stop` to start afresh). CPUs outside the
-server's cpuset are left out. RLIMIT_STACK does not change the default stack size of new
-threads (glibc fixed it when the server started).
+It imports the given third-party modules, listens on the Unix socket SOCKET and, per request,
+forks a child that becomes the caller's `python -m module args` process (the caller's cwd,
+environment, argv, stdin/stdout/stderr passed as fds, umask, nice value, CPU affinity and
+resource limits: tools/forkchild.py, the child side, has the exceptions). It reports each
+child's exit code to its caller, kills a child whose caller is gone, logs one JSON line per
+child (wall time, peak RSS) to stdout, and exits after IDLE_TIMEOUT_S without work or on
+SIGTERM, once its children are done. If it is killed, its children die with it
+(PR_SET_PDEATHSIG): nobody would report their exit. A caller can only break its own connection:
+requests are read without blocking, and dropped if incomplete after REQUEST_TIMEOUT_S. Standard
+library only, so a caller can import the protocol cheaply.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib
 import json
 import os
 import resource
-import runpy
 import selectors
 import signal
 import socket
 import struct
 import sys
-import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FIRST_PARTY = ("stages", "tools", "bench", "tests")
+if __package__:  # imported, e.g. by tools.prefork for the protocol
+    from .forkchild import RLIMITS, become
+else:  # run as a script, as tools.prefork starts the server: sys.path[0] is tools/
+    from forkchild import RLIMITS, become
+
 HEADER = struct.Struct("!Q")
 REQUEST_TIMEOUT_S = 10
 MAX_REQUEST = 64 << 20  # a garbage header must not make the server buffer without bound
 KEYS = {"module", "args", "cwd", "env", "umask", "nice", "cpus", "rlimits"}
-RLIMITS = [n for n in dir(resource) if n.startswith("RLIMIT_") and n != "RLIMIT_OFILE"]  # alias
 PR_SET_PDEATHSIG = 1
 
 
@@ -279,87 +273,6 @@ def start_time(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
     except (OSError, IndexError):
         return None
-
-
-def become(req: dict[str, Any]) -> None:
-    """Turn the forked child into the caller's `python -m module args` process."""
-    for target, fd in zip((0, 1, 2), req["fds"], strict=True):
-        os.dup2(fd, target)
-        os.close(fd)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    take_on(req)
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
-    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
-    sys.stdout.reconfigure(line_buffering=os.isatty(1), write_through=unbuffered)
-    sys.stderr.reconfigure(line_buffering=True)
-    for name in [m for m in sys.modules if m.split(".")[0] in FIRST_PARTY]:
-        del sys.modules[name]
-    sys.path[0] = req["cwd"]  # as `python -m` sets it
-    sys.argv = [req["module"], *req["args"]]
-    os._exit(run_and_shut_down(req["module"]))
-
-
-def take_on(req: dict[str, Any]) -> None:
-    """Take the caller's umask, resource limits, nice value and CPUs, as far as allowed."""
-    os.umask(req["umask"])
-    for name in RLIMITS:
-        which, (soft, hard) = getattr(resource, name), req["rlimits"][name]
-        with contextlib.suppress(OSError, ValueError):
-            try:
-                resource.setrlimit(which, (soft, hard))
-            except ValueError:  # above our hard limit, unprivileged: as close as allowed
-                cap = resource.getrlimit(which)[1]
-                resource.setrlimit(which, (_lower(soft, cap), _lower(hard, cap)))
-    with contextlib.suppress(OSError):  # lowering it takes privilege or RLIMIT_NICE (set above)
-        os.setpriority(os.PRIO_PROCESS, 0, req["nice"])
-    with contextlib.suppress(OSError, ValueError):  # e.g. no allowed CPU among them
-        os.sched_setaffinity(0, req["cpus"])
-
-
-def _lower(a: int, b: int) -> int:
-    """min() of two resource limits, where RLIM_INFINITY is no limit."""
-    inf = resource.RLIM_INFINITY
-    return b if a == inf else a if b == inf else min(a, b)
-
-
-def run_and_shut_down(module: str) -> int:
-    """Run `module` as __main__ and do what interpreter exit does that matters, return the code.
-
-    Like a multiprocessing child, the fork then leaves with os._exit: non-daemon threads are
-    joined and atexit handlers run (MLflow flushes its async logging there), but the module
-    teardown of a TensorFlow-sized heap is skipped (2.5 s per stage process, measured).
-    """
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            code = exc.code or 0
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = -signal.SIGINT  # Python reports an uncaught Ctrl-C as death by SIGINT
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    threading._shutdown()  # type: ignore[attr-defined]  # the interpreter's first exit step
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    exit_like(code)
-    return code & 0xFF
-
-
-def exit_like(code: int) -> None:
-    """For a negative code (death by signal -code), die by that signal, as the stage did."""
-    if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
 
 
 def main() -> None:

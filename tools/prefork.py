@@ -8,7 +8,7 @@ and the default study runs 38 of them. The first stage starts a server (tools/fo
 that imports only the third-party modules in params.yaml's `runner.preload` (never this
 repository's code, so edits to stages/ apply to the next run) and forks one child per stage.
 The child is a fresh process in every other respect: the caller's cwd, environment, argv,
-stdin/stdout/stderr, umask, nice value, CPU affinity, resource limits (see forkserver.py for
+stdin/stdout/stderr, umask, nice value, CPU affinity, resource limits (see forkchild.py for
 the exceptions), exit status and signals (Ctrl-C, kill) are passed through. The server exits
 after `runner.idle_timeout_s` without work. `runner.prefork: false` runs stages directly.
 The server's socket, pid file and log live in a directory only this user may use (a request
@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools import forkserver
-from tools.forkserver import FIRST_PARTY, exit_like, send_request, start_time
+from tools import forkchild, forkserver
+from tools.forkchild import FIRST_PARTY, exit_like
+from tools.forkserver import send_request, start_time
 
 # Variables that differ from stage to stage or test to test and are read at run time, not at
 # import time: the forked child gets them anyway, so they must not split servers.
@@ -77,7 +78,9 @@ def server_key(preload: list[str]) -> str:
     paths = [p for p in sys.path[1:] if p]
     # A pip install changes its site-packages directory's mtime.
     mtimes = [os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in paths]
-    own = Path(__file__).read_bytes() + Path(forkserver.__file__).read_bytes()
+    own = b"".join(
+        Path(f).read_bytes() for f in (__file__, forkserver.__file__, forkchild.__file__)
+    )
     blob = json.dumps([sys.executable, sys.version, paths, mtimes, sorted(env.items()), preload])
     return hashlib.sha256(blob.encode() + own).hexdigest()[:20]
 
