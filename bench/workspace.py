@@ -29,16 +29,20 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout
 
 
+# Results main keeps in git (cache: false outputs): a copy makes its own.
+RESULTS = ("metrics/", "plots/", "reports/")
+
+
 def copy_repo(dest: Path) -> Path:
     """Git-tracked files and stage modules of this checkout (with edits) as a fresh repo.
 
-    Outputs of local runs (data, models, mlflow.db) are never copied.
+    Outputs of local runs (data, models, mlflow.db) and main's results are never copied.
     """
     tracked = set(_git(REPO_ROOT, "ls-files", "--cached").split())
     untracked = _git(REPO_ROOT, "ls-files", "--others", "--exclude-standard").split()
     for name in sorted(tracked | {n for n in untracked if n.startswith(("stages/", "tools/"))}):
         src = REPO_ROOT / name
-        if src.is_file() and not name.startswith(("tests/", "bench/")):
+        if src.is_file() and not name.startswith(("tests/", "bench/", *RESULTS)):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     _git(dest, "init", "-q")

@@ -35,6 +35,11 @@ COLUMNS = [
     "epochs_run",
     "train_time_s",
 ]
+# Activation diagnostics (evaluate.diagnostics), shown in their own table.
+DIAGNOSTICS = ("dead_fraction", "saturated_fraction", "first_layer_grad_norm")
+# reports/compare.csv, the data of dvc.yaml's last_vs_best plot: one row per variant with last
+# and best side by side, so the plot's y lists both fields and DVC keeps them apart.
+PLOT_COLUMNS = ["variant", "last_accuracy", "best_accuracy"]
 
 
 def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd.DataFrame:
@@ -57,7 +62,7 @@ def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd
             "epochs_run": metrics["epochs_run"],
             "train_time_s": train["train_time_s"],
         }
-        for extra in ("auc", "balanced_accuracy"):
+        for extra in ("penalty", "auc", "balanced_accuracy", *DIAGNOSTICS):
             if extra in metrics["last"]:
                 row[f"last_{extra}"] = metrics["last"][extra]
                 row[f"best_{extra}"] = metrics["best"][extra]
@@ -70,8 +75,29 @@ def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    """GitHub-flavoured table per dataset (no tabulate dependency)."""
-    parts = ["# Last vs best test metrics per variant\n"]
+    """GitHub-flavoured table per dataset (no tabulate dependency), then the diagnostics."""
+    parts = [
+        "# Last vs best test metrics per variant\n",
+        "Test `loss` is the data loss alone; `penalty` is what the L2/L1 regularizers add"
+        " (in `val_loss` and early stopping, as in Keras).",
+    ]
+    diag_cols = [f"{w}_{d}" for d in DIAGNOSTICS for w in ("last", "best")]
+    present = [c for c in diag_cols if c in frame.columns]
+    parts += _tables(frame.drop(columns=present))
+    diag = frame[["variant", "dataset", *present]].dropna(how="all", subset=present)
+    if present and not diag.empty:
+        parts.append(
+            "\n# Activation diagnostics on the test split\n\nDead units: never positive"
+            " (relu, leaky_relu). Saturated: share of activations in the flat range (tanh,"
+            " sigmoid). Gradient: norm of the data loss's gradient at the first layer's"
+            " kernel on one fixed batch."
+        )
+        parts += _tables(diag)
+    return "\n".join(parts) + "\n"
+
+
+def _tables(frame: pd.DataFrame) -> list[str]:
+    parts = []
     for dataset, group in frame.groupby("dataset", sort=False):
         group = group.dropna(axis=1, how="all")
         cols = list(group.columns)
@@ -79,13 +105,18 @@ def to_markdown(frame: pd.DataFrame) -> str:
         parts.append("|" + "---|" * len(cols))
         for _, row in group.iterrows():
             parts.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
-    return "\n".join(parts) + "\n"
+    return parts
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def write_plot_csv(frame: pd.DataFrame, path: Path) -> None:
+    """The last_vs_best plot's data: variant, last_accuracy, best_accuracy."""
+    write_atomic(path, frame[PLOT_COLUMNS].to_csv(index=False).encode())
 
 
 def plot_chart(frame: pd.DataFrame, path: Path, dpi: int) -> None:
@@ -109,15 +140,14 @@ def main() -> None:
     out = REPO_ROOT / REPORTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "compare.md", to_markdown(frame).encode())
-    frame[["variant", "last_accuracy", "best_accuracy"]].melt(
-        id_vars="variant", var_name="model", value_name="test_accuracy"
-    ).to_csv(out / "compare.csv", index=False)
+    write_plot_csv(frame, out / "compare.csv")
     plot_chart(frame, out / "compare.png", require(params, "compare.chart_dpi"))
 
-    from stages.tracking import setup_mlflow
+    from stages.tracking import project_run_id, setup_mlflow
 
     mlflow = setup_mlflow(params)
-    with mlflow.start_run(run_name="compare", tags={"stage": "compare"}):
+    parent = project_run_id()  # under `mlflow run`: a child of the project's run
+    with mlflow.start_run(run_name="compare", parent_run_id=parent, tags={"stage": "compare"}):
         for name in ("compare.md", "compare.csv", "compare.png"):
             mlflow.log_artifact(str(out / name))
     print((out / "compare.md").read_text())

@@ -28,7 +28,16 @@ from stages.params import (
 )
 
 # What evaluate reads from the train stage's models/<v>/train.json.
-TRAIN_SUMMARY_KEYS = {"dataset", "loss", "run_id", "model_ids", "best_epoch", "epochs_run"}
+TRAIN_SUMMARY_KEYS = {
+    "dataset",
+    "loss",
+    "depth",
+    "activation",
+    "run_id",
+    "model_ids",
+    "best_epoch",
+    "epochs_run",
+}
 METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
 
 
@@ -76,18 +85,27 @@ def evaluate_variant(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics for best and last (safe_mode loading) and the best model's predictions.
 
-    `trained` is the train stage's summary (models/<v>/train.json): dataset, loss,
-    best_epoch, epochs_run. Reading it instead of params keeps evaluate independent of
+    `trained` is the train stage's summary (models/<v>/train.json): dataset, loss, depth,
+    activation, best_epoch, epochs_run. Reading it instead of params keeps evaluate independent of
     training params: only its own params and the model files make it rerun.
     """
     import keras
 
+    from stages.diagnostics import diagnose
+    from stages.model import encode_labels
+
     x, y = test
+    diag = eval_cfg["diagnostics"]
     out: dict[str, Any] = {}
     preds = {}
     for which in ("last", "best"):
         model = keras.saving.load_model(model_dir / f"{which}.keras", safe_mode=True)
         out[which], preds[which] = score_model(model, x, y, trained, eval_cfg)
+        # dead / saturated units and the gradient reaching the first layer (study, part 3)
+        found = diagnose(
+            model, trained, x, encode_labels(y, trained), diag["batch_size"], diag["saturation"]
+        )
+        out[which].update({k: round(v, METRIC_DIGITS) for k, v in found.items()})
     out["best_epoch"] = trained["best_epoch"]
     out["epochs_run"] = trained["epochs_run"]
     if trained["dataset"] == "thoracic":
@@ -126,6 +144,22 @@ def read_train_summary(path: Path, variant: str) -> dict[str, Any]:
     return trained
 
 
+def activation_figure(
+    model_dir: Path, trained: dict[str, Any], x: np.ndarray, eval_cfg: dict[str, Any], title: str
+) -> Any:
+    """Histograms of the best model's hidden activations on x, or None without hidden layers."""
+    import keras
+
+    from stages.diagnostics import activation_histograms, hidden_activations
+
+    if trained["depth"] == 0:
+        return None
+    model = keras.saving.load_model(model_dir / "best.keras", safe_mode=True)
+    acts = hidden_activations(model, x, eval_cfg["batch_size"])
+    level = eval_cfg["diagnostics"]["saturation"]
+    return activation_histograms(acts, trained["activation"], title, level)
+
+
 def log_evaluation(
     mlflow: Any,
     variant: str,
@@ -135,6 +169,7 @@ def log_evaluation(
     confusion_path: Path,
     y: np.ndarray,
     pred: np.ndarray,
+    histograms: Any = None,
 ) -> None:
     """Log an evaluation as child runs "<variant>/last" and "<variant>/best" of the training
     run, each with evaluate's params and its test metrics linked to that logged model.
@@ -167,6 +202,8 @@ def log_evaluation(
                 title = f"{variant}: best checkpoint on test"
                 fig = confusion_matrix_figure(y, pred, N_CLASSES[trained["dataset"]], title)
                 mlflow.log_figure(fig, "plots/confusion_matrix.png")
+                if histograms is not None:
+                    mlflow.log_figure(histograms, "plots/activation_histograms.png")
 
 
 def main() -> None:
@@ -187,7 +224,11 @@ def main() -> None:
     confusion_path = REPO_ROOT / PLOTS_DIR / "confusion" / f"{variant}.csv"
     write_atomic(confusion_path, confusion_csv(test[1], pred).encode())
 
-    log_evaluation(mlflow, variant, trained, eval_cfg, metrics, confusion_path, test[1], pred)
+    title = f"{variant}: best checkpoint on test"
+    histograms = activation_figure(model_dir, trained, test[0], eval_cfg, title)
+    log_evaluation(
+        mlflow, variant, trained, eval_cfg, metrics, confusion_path, test[1], pred, histograms
+    )
     print(f"evaluate {variant}: {json.dumps(metrics)}")
 
 

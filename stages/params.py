@@ -135,6 +135,13 @@ def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in variants:
         raise ConfigError(f"variants: unknown variant '{name}'; defined: {', '.join(variants)}")
     own = dict(variants[name] or {})
+    if "dataset" not in own:
+        # dvc.yaml's foreach sees only the variant's own fields, not defaults or presets.
+        raise ConfigError(
+            f"variants.{name}.dataset: missing; every variant states its dataset itself "
+            f"(dvc.yaml uses it to pick the variant's data files); "
+            f"allowed: {', '.join(sorted(DATASETS))}"
+        )
     presets = require(params, "train.presets") or {}
     cfg = require(params, "train.defaults")
     for preset in own.pop("presets", []) or []:

@@ -1,7 +1,8 @@
 """prepare: raw files -> seeded, stratified train/val/test splits under data/prepared/.
 
-Layout: data/prepared/<split>/<dataset>.npz (arrays `x`, `y`), so train stages depend
-on train/ and val/ only and the test split is visibly held out for evaluate.
+Layout: data/prepared/<split>/<dataset>.npz (arrays `x`, `y`): dvc.yaml's train@V depends on
+the train and val files of V's dataset only, evaluate@V on its test file, so the test split is
+visibly held out and a change to one dataset's preparation reruns only that dataset's variants.
 """
 
 from __future__ import annotations
@@ -111,7 +112,12 @@ def split_fashion(arrays: dict[str, np.ndarray], cfg: dict[str, Any], seed: int)
 
 
 def save_split(split: Split, root: Path, dataset: str) -> None:
-    """Write the dataset's train/val/test .npz (uncompressed: loads in a fraction of a second)."""
+    """Write the dataset's train/val/test .npz (uncompressed: loads in a fraction of a second).
+
+    The bytes depend on the arrays alone (np.savez dates every zip entry 1980-01-01, zipfile's
+    default, not the clock): DVC hashes bytes, and an unchanged dataset must stay unchanged.
+    tests/test_prepare.py checks it.
+    """
     import io
 
     for name, (x, y) in split.items():

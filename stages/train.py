@@ -212,6 +212,8 @@ def main() -> None:
             summary = {
                 "dataset": cfg["dataset"],
                 "loss": cfg["loss"],
+                "depth": cfg["depth"],
+                "activation": cfg["activation"],
                 "run_id": run.info.run_id,
                 "key": key,  # what the result depends on; see stages/backups.py
                 "model_ids": log_checkpoints(models, train[0], {"variant": variant}),

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
-from stages.compare import collect, plot_chart, to_markdown
+import yaml
+from conftest import dvc
+
+from stages.compare import PLOT_COLUMNS, collect, plot_chart, to_markdown, write_plot_csv
+from stages.params import REPO_ROOT
 
 
 def write_fixture(tmp_path):
@@ -46,3 +51,69 @@ def test_chart_is_a_png(tmp_path):
     frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
     plot_chart(frame, tmp_path / "c.png", dpi=50)
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def last_vs_best_plot() -> dict:
+    plots = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
+    (plot,) = (p["last_vs_best"] for p in plots if "last_vs_best" in p)
+    return plot
+
+
+def test_plot_csv_has_one_row_per_variant_with_last_and_best_side_by_side(tmp_path):
+    metrics, models = write_fixture(tmp_path)
+    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    write_plot_csv(frame, tmp_path / "compare.csv")
+    rows = (tmp_path / "compare.csv").read_text().splitlines()
+    assert rows == [
+        "variant,last_accuracy,best_accuracy",
+        "baseline,0.8,0.83",
+        "thoracic_bce,0.85,0.84",
+    ]
+
+
+def test_last_vs_best_plot_encodes_last_and_best_as_two_fields():
+    plot = last_vs_best_plot()
+    assert plot["x"] == "variant"
+    assert plot["y"] == {"reports/compare.csv": ["last_accuracy", "best_accuracy"]}
+    assert [plot["x"], *plot["y"]["reports/compare.csv"]] == PLOT_COLUMNS
+
+
+def test_dvc_draws_last_and_best_as_two_coloured_series(tmp_path):
+    """`dvc plots show` on the real definition and template: one bar per variant and field,
+    the accuracy on the quantitative axis, the colour telling last from best."""
+    metrics, models = write_fixture(tmp_path)
+    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    write_plot_csv(frame, repo / "reports" / "compare.csv")
+    dvc(repo, "init", "--no-scm", "-q")
+    shutil.copytree(REPO_ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    plots = {"plots": [{"last_vs_best": last_vs_best_plot()}]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(plots))
+    (shown,) = json.loads(dvc(repo, "plots", "show", "--json"))["data"]["last_vs_best"]
+    spec = shown["content"]
+    value_axis = next(a for a in spec["encoding"].values() if a.get("type") == "quantitative")
+    colour = spec["encoding"]["color"]["field"]
+    bars = {
+        (d["variant"], d[colour]): float(d[value_axis["field"]]) for d in spec["data"]["values"]
+    }
+    assert bars == {
+        ("baseline", "last_accuracy"): 0.80,
+        ("baseline", "best_accuracy"): 0.83,
+        ("thoracic_bce", "last_accuracy"): 0.85,
+        ("thoracic_bce", "best_accuracy"): 0.84,
+    }
+
+
+def test_penalty_and_activation_diagnostics_in_the_report(tmp_path):
+    metrics, models = write_fixture(tmp_path)
+    doc = json.loads((metrics / "thoracic_bce.json").read_text())
+    for which, dead in (("last", 0.25), ("best", 0.125)):
+        doc[which] |= {"penalty": 0.1, "dead_fraction": dead, "first_layer_grad_norm": 2.0}
+    (metrics / "thoracic_bce.json").write_text(json.dumps(doc))
+    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    report = to_markdown(frame)
+    main, diagnostics = report.split("# Activation diagnostics on the test split")
+    assert "best_penalty" in main and "dead_fraction" not in main
+    assert "| thoracic_bce | thoracic | 0.2500 | 0.1250 | 2.0000 | 2.0000 |" in diagnostics
+    assert "baseline" not in diagnostics  # no hidden layers, no diagnostics

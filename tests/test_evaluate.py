@@ -20,7 +20,7 @@ from stages.model import build_model
 from stages.params import resolve_variant
 from stages.train import configure_tf, train_model
 
-EVAL = {"batch_size": 64, "threshold": 0.5}
+EVAL = {"batch_size": 64, "threshold": 0.5, "diagnostics": {"batch_size": 32, "saturation": 0.99}}
 
 
 def thoracic_split():
@@ -39,7 +39,10 @@ def test_thoracic_metrics_have_auc_balanced_and_majority(params, tmp_path):
     )
     trained = {**cfg, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
     metrics, pred = evaluate_variant(trained, EVAL, tmp_path, test)
-    assert set(metrics["last"]) == {"loss", "penalty", "accuracy", "auc", "balanced_accuracy"}
+    scores = {"loss", "penalty", "accuracy", "auc", "balanced_accuracy"}
+    diagnostics = {"dead_fraction", "dead_fraction/hidden_1", "dead_fraction/hidden_2"}
+    assert set(metrics["last"]) == scores | diagnostics | {"first_layer_grad_norm"}
+    assert 0 <= metrics["best"]["dead_fraction"] <= 1
     assert set(metrics["best"]) == set(metrics["last"])
     assert metrics["best_epoch"] == result.best_epoch and metrics["epochs_run"] == 3
     y = test[1]
@@ -87,9 +90,12 @@ def test_train_summary_missing_or_stale_says_which_stage_to_rerun(tmp_path):
     with pytest.raises(DataError, match=r"train\.json: not found; run `dvc repro train@v`"):
         read_train_summary(path, "v")
     path.write_text(json.dumps({"best_epoch": 2, "epochs_run": 3}))
-    with pytest.raises(DataError, match=r"missing dataset, loss, model_ids, run_id .*train@v"):
+    with pytest.raises(
+        DataError, match=r"missing activation, dataset, depth, loss, model_ids, run_id .*train@v"
+    ):
         read_train_summary(path, "v")
     summary = {"dataset": "thoracic", "loss": "poisson", "run_id": "r", "best_epoch": 2}
+    summary |= {"depth": 2, "activation": "relu"}
     summary["model_ids"] = {"best": "m-1", "last": "m-2"}
     path.write_text(json.dumps({**summary, "epochs_run": 3}))
     assert read_train_summary(path, "v")["epochs_run"] == 3

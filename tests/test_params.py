@@ -103,3 +103,21 @@ def test_a_typo_in_the_last_variant_fails_before_any_training(params):
 def test_unknown_variant_lists_defined_ones(params):
     with pytest.raises(ConfigError, match="unknown variant 'nope'; defined: thoracic_msle"):
         resolve_variant(params, "nope")
+
+
+def test_every_variant_states_its_dataset_itself(params):
+    """dvc.yaml picks each variant's data files with ${item.dataset}, which sees only the
+    fields a variant spells out: a dataset inherited from defaults or a preset is invisible."""
+    assert "dataset" not in params["train"]["defaults"]
+    assert not any("dataset" in preset for preset in params["train"]["presets"].values())
+    assert all("dataset" in own for own in params["variants"].values())
+
+
+def test_a_variant_without_its_own_dataset_fails_with_one_clear_message(params):
+    params["variants"]["thoracic_bce"].pop("dataset", None)
+    params["train"]["presets"]["thoracic_mlp"]["dataset"] = "thoracic"  # not enough
+    with pytest.raises(ConfigError) as err:
+        resolve_all_variants(params)
+    message = str(err.value)
+    assert message.startswith("variants.thoracic_bce.dataset: missing")
+    assert "dvc.yaml" in message and "allowed: fashion_mnist, thoracic" in message

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import fashion_arrays, thoracic_rows
+from conftest import fashion_arrays, make_mirror, thoracic_rows
 
-from stages.formats import load_split, split_path
+from stages.formats import decompress_if_gzip, load_split, split_path
 from stages.params import ConfigError
-from stages.prepare import save_split, split_fashion, split_thoracic
+from stages.prepare import FASHION_FILES, prepare, save_split, split_fashion, split_thoracic
 
 THORACIC_CFG = {"val_fraction": 0.15, "test_fraction": 0.15, "standardize": True}
 
@@ -87,3 +90,48 @@ def test_save_and_load_split(tmp_path):
     x, y = load_split(split_path(tmp_path, "val", "fashion_mnist"))
     np.testing.assert_array_equal(x, split["val"][0])
     np.testing.assert_array_equal(y, split["val"][1])
+
+
+# Zip entries carry a date with 2 s resolution: writes further apart than that would differ if
+# the writer stamped the clock.
+ZIP_DATE_RESOLUTION_S = 2
+FILES = {"thoracic": ["ThoraricSurgery.csv"], "fashion_mnist": list(FASHION_FILES.values())}
+
+
+def raw_dir(tmp_path: Path) -> Path:
+    """data/raw as fetch lays it out (decompressed), from the synthetic mirror's files."""
+    mirror = make_mirror(tmp_path / "mirror")["dir"]
+    raw = tmp_path / "raw"
+    for dataset, files in FILES.items():
+        (raw / dataset).mkdir(parents=True)
+        for name in files:
+            src = mirror / name if dataset == "thoracic" else mirror / f"{name}.gz"
+            (raw / dataset / name).write_bytes(decompress_if_gzip(src.read_bytes(), name))
+    return raw
+
+
+def prepared_bytes(params: dict, raw: Path, out: Path) -> dict[str, bytes]:
+    prepare(params, raw, out)
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.npz"))}
+
+
+def test_prepare_writes_the_same_bytes_for_the_same_inputs(tmp_path):
+    """DVC hashes file bytes: a rerun of prepare must not make unchanged data look changed."""
+    params = {"seed": 0, "prepare": {"thoracic": THORACIC_CFG, "fashion_mnist": FASHION_CFG}}
+    raw = raw_dir(tmp_path)
+    first = prepared_bytes(params, raw, tmp_path / "a")
+    time.sleep(ZIP_DATE_RESOLUTION_S + 0.1)
+    assert prepared_bytes(params, raw, tmp_path / "b") == first
+    assert sorted(first) == sorted(f"{s}/{d}.npz" for s in ("train", "val", "test") for d in FILES)
+
+
+def test_a_thoracic_param_change_leaves_fashion_files_byte_identical(tmp_path):
+    """Each dataset's files depend on its own inputs and params only, so DVC reruns only
+    that dataset's variants."""
+    params = {"seed": 0, "prepare": {"thoracic": THORACIC_CFG, "fashion_mnist": FASHION_CFG}}
+    raw = raw_dir(tmp_path)
+    before = prepared_bytes(params, raw, tmp_path / "out")
+    params["prepare"]["thoracic"] = {**THORACIC_CFG, "val_fraction": 0.2}
+    after = prepared_bytes(params, raw, tmp_path / "out")
+    for name in before:
+        assert (after[name] == before[name]) == name.endswith("fashion_mnist.npz"), name
