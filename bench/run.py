@@ -6,7 +6,8 @@
 Runs in a temporary copy of the repo: fetch (untimed), then `dvc repro` (pipeline), again
 (noop), after one Fashion-MNIST param change (onechange), then the same variants in one
 untracked process with the pipeline's training settings (bare) and the notebook's way
-(notebook). Prints each wall time and peak RSS, and a last `bench:` line.
+(notebook), and DVC's own floor for the same graph (bench/floor.py: trivial commands).
+Prints each wall time and peak RSS, and a last `bench:` line.
 
 Stage processes are forks of a warm server (tools/prefork.py) in a private runtime
 directory: `pipeline` starts with no server and pays for starting it; `onechange` finds it
@@ -110,6 +111,14 @@ def main() -> None:
             sys.exit(f"bench: one change reran {ran}, expected {expected}")
 
         stop_servers()
+        floor_repo = copy_repo(Path(tmp) / "floor")  # same graph, trivial commands
+        _, _, out = measure([sys.executable, "-m", "bench.floor", str(floor_repo)], REPO_ROOT, env)
+        floor = dict(kv.split("=") for kv in out.split("floor: ")[1].split())
+        figures["floor_repro_s"], figures["floor_noop_s"] = (
+            float(floor["repro_s"]),
+            float(floor["noop_s"]),
+        )
+        print(out.strip())
         for mode in ("bare", "notebook"):
             cmd = [sys.executable, "-m", "bench.loops", mode, str(repo)]
             seconds, rss[mode], out = measure(cmd, REPO_ROOT, env)
@@ -125,7 +134,9 @@ def main() -> None:
         f"bench: notebook_s={figures['notebook_s']:.1f} bare_s={figures['bare_s']:.1f} "
         f"pipeline_s={figures['pipeline_s']:.1f} noop_s={figures['noop_s']:.2f} "
         f"onechange_s={figures['onechange_s']:.1f} ratio_vs_notebook={ratio_nb:.2f} "
-        f"ratio_vs_bare={ratio_bare:.2f} peak_rss_mb={rss['pipeline']}"
+        f"ratio_vs_bare={ratio_bare:.2f} peak_rss_mb={rss['pipeline']} "
+        f"floor_repro_s={figures['floor_repro_s']:.1f} floor_noop_s={figures['floor_noop_s']:.2f} "
+        f"noop_vs_floor={figures['noop_s'] / figures['floor_noop_s']:.2f}"
     )
 
 

@@ -1,10 +1,26 @@
-"""stages.params: merging defaults/presets/variant fields, and validation messages."""
+"""stages.params: merging defaults/presets/variant fields, validation messages, the schema."""
 
 from __future__ import annotations
 
-import pytest
+import copy
+import json
+import time
 
-from stages.params import ConfigError, resolve_all_variants, resolve_variant
+import pytest
+import yaml
+
+from stages.params import (
+    REPO_ROOT,
+    ConfigError,
+    resolve_all_variants,
+    resolve_variant,
+    validate_params,
+)
+from tools import schema
+
+ACTIVATIONS = "allowed: elu, gelu, leaky_relu, linear, relu, selu, sigmoid, tanh"
+FASHION_LOSSES = "allowed: categorical_crossentropy, sparse_categorical_crossentropy"
+SCHEDULES = "allowed: cosine_decay_restarts, exponential_decay"
 
 SEED_VARIANTS = [
     "thoracic_msle", "thoracic_mse", "thoracic_mae", "thoracic_mape", "thoracic_bce",
@@ -54,50 +70,186 @@ def test_thoracic_mlp_matches_the_seed(params):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("activation", "relu6x", "allowed: elu, gelu, leaky_relu"),
-        ("loss", "hinge", "variants.baseline.loss: unknown value 'hinge'; allowed:"),
-        ("dataset", "cifar", "allowed: fashion_mnist, thoracic"),
-        ("dropout", 1.0, "dropout: rates must be in [0, 1)"),
-        ("dropout", -0.1, "dropout: rates must be in [0, 1)"),
-        ("epochs", 0, "variants.baseline.epochs: must be a positive integer"),
-        ("batch_size", -5, "variants.baseline.batch_size: must be a positive integer"),
-        ("optimizer", {"name": "adamx"}, "optimizer.name: unknown value 'adamx'; allowed: adam"),
-        ("optimizer", {"name": "adam", "lr": 1}, "optimizer: unknown field(s) lr; allowed:"),
-        ("kernel_l2", -1, "kernel_l2: must be a number >= 0"),
-        ("max_norm", 0, "max_norm: must be > 0 or null"),
-        ("lr_schedule", {"name": "step"}, "lr_schedule.name: unknown value 'step'; allowed:"),
+        ("activation", "relu6x", f"baseline.activation: unknown value 'relu6x'; {ACTIVATIONS}"),
+        ("loss", "hinge", f"variants.baseline.loss: unknown value 'hinge'; {FASHION_LOSSES}"),
+        ("dataset", "cifar", "dataset: unknown value 'cifar'; allowed: fashion_mnist, thoracic"),
+        ("dropout", 1.0, "variants.baseline.dropout: must be < 1, got 1.0"),
+        ("dropout", -0.1, "variants.baseline.dropout: must be >= 0, got -0.1"),
+        ("dropout", "0.5", "variants.baseline.dropout: must be a number, got '0.5'"),
+        ("epochs", 0, "variants.baseline.epochs: must be > 0, got 0"),
+        ("epochs", True, "variants.baseline.epochs: must be an integer, got True"),
+        ("batch_size", -5, "variants.baseline.batch_size: must be > 0, got -5"),
+        (
+            "optimizer",
+            {"name": "adamx"},
+            "optimizer.name: unknown value 'adamx'; allowed: adam, adamw, nadam, rmsprop, sgd",
+        ),
+        (
+            "optimizer",
+            {"name": "adam", "lr": 1},
+            "variants.baseline.optimizer: unknown field(s) lr; allowed: beta_1, beta_2,"
+            " learning_rate, momentum, name, weight_decay",
+        ),
+        ("kernel_l2", -1, "variants.baseline.kernel_l2: must be >= 0, got -1"),
+        ("max_norm", 0, "variants.baseline.max_norm: must be > 0, got 0"),
+        ("lr_schedule", {"name": "step"}, f"lr_schedule.name: unknown value 'step'; {SCHEDULES}"),
+        ("lr_schedule", {"decay_steps": 10}, f"lr_schedule.name: missing; {SCHEDULES}"),
         (
             "lr_schedule",
             {"name": "exponential_decay", "initial_learning_rate": 0.1},
-            "exponential_decay takes decay_rate, decay_steps, initial_learning_rate",
+            "variants.baseline.lr_schedule.decay_steps: missing;"
+            " variants.baseline.lr_schedule.decay_rate: missing",
         ),
-        ("units2", 3, "variants.baseline: unknown field(s) units2; allowed: presets,"),
-        ("presets", ["nope"], "variants.baseline.presets: unknown preset 'nope'; allowed:"),
+        (
+            "lr_schedule",
+            {"name": "cosine_decay_restarts", "initial_learning_rate": 0.1, "decay_steps": 9},
+            "lr_schedule: unknown field(s) decay_steps; allowed: alpha, first_decay_steps,"
+            " initial_learning_rate, m_mul, name, t_mul",
+        ),
+        ("units2", 3, "variants.baseline: unknown field(s) units2; allowed: activation,"),
+        (
+            "presets",
+            ["nope"],
+            "presets: unknown preset 'nope'; allowed: dense64, regularized, thoracic_mlp",
+        ),
     ],
 )
 def test_bad_variant_fields_name_the_key(params, field, value, message):
     params["variants"]["baseline"][field] = value
+    for resolve in (
+        lambda: resolve_variant(params, "baseline"),
+        lambda: resolve_all_variants(params),
+    ):
+        with pytest.raises(ConfigError) as err:
+            resolve()
+        assert message in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+def test_unknown_field_lists_every_allowed_one_including_presets(params):
+    params["variants"]["baseline"]["unitz"] = 3
     with pytest.raises(ConfigError) as err:
         resolve_variant(params, "baseline")
-    assert message in str(err.value)
+    assert str(err.value) == (
+        "variants.baseline: unknown field(s) unitz; allowed: activation, activity_l1,"
+        " batch_size, dataset, depth, dropout, epochs, kernel_l2, loss, lr_schedule, max_norm,"
+        " optimizer, patience, presets, steps_per_execution, units"
+    )
 
 
 def test_dropout_list_needs_one_rate_per_layer(params):
     params["variants"]["baseline"].update(depth=2, dropout=[0.5])
     with pytest.raises(ConfigError, match=r"dropout: a list needs one rate per hidden layer"):
         resolve_variant(params, "baseline")
+    params["variants"]["baseline"].update(dropout=[0.5, 1.5])
+    with pytest.raises(ConfigError, match=r"variants\.baseline\.dropout\[1\]: must be < 1"):
+        resolve_variant(params, "baseline")
 
 
 def test_thoracic_rejects_fashion_only_loss(params):
     params["variants"]["thoracic_bce"]["loss"] = "sparse_categorical_crossentropy"
-    with pytest.raises(ConfigError, match=r"thoracic_bce\.loss"):
+    with pytest.raises(ConfigError) as err:
         resolve_variant(params, "thoracic_bce")
+    assert str(err.value).startswith(
+        "variants.thoracic_bce.loss: unknown value 'sparse_categorical_crossentropy'; allowed:"
+        " binary_crossentropy, categorical_crossentropy, mean_absolute_error,"
+    )
+
+
+def test_a_loss_from_defaults_is_checked_against_the_variants_dataset(params):
+    """The default loss is fashion's; a thoracic variant must override it (its preset does)."""
+    params["variants"]["thoracic_bce"] = {"dataset": "thoracic"}
+    with pytest.raises(ConfigError) as err:
+        resolve_all_variants(params)
+    assert "variants.thoracic_bce.loss: unknown value 'sparse_categorical_crossentropy'" in str(
+        err.value
+    )
 
 
 def test_a_typo_in_the_last_variant_fails_before_any_training(params):
     params["variants"]["act_sigmoid"]["activation"] = "sigmiod"
-    with pytest.raises(ConfigError, match=r"variants.act_sigmoid.activation: unknown value"):
+    with pytest.raises(ConfigError) as err:
         resolve_all_variants(params)
+    assert (
+        str(err.value) == f"variants.act_sigmoid.activation: unknown value 'sigmiod'; {ACTIVATIONS}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("seed",), -1, "seed: must be >= 0, got -1"),
+        (("runner", "prefork"), "yes", "runner.prefork: must be true or false, got 'yes'"),
+        (("evaluate", "threshold"), 2, "evaluate.threshold: must be <= 1, got 2"),
+        (("evaluate", "diagnostics", "saturation"), 1, "diagnostics.saturation: must be < 1"),
+        (("prepare", "thoracic", "val_fraction"), 0, "thoracic.val_fraction: must be > 0, got 0"),
+        (("train", "defaults", "activation"), "relu6", f"unknown value 'relu6'; {ACTIVATIONS}"),
+        (("train", "presets", "dense64", "epochs"), 0, "presets.dense64.epochs: must be > 0"),
+        (
+            ("train", "defaults", "optimizer", "lr"),
+            0.1,
+            "train.defaults.optimizer: unknown field(s) lr; allowed: beta_1, beta_2,",
+        ),
+        (
+            ("fetch", "datasets", "cifar"),
+            {"urls": [], "files": {}},
+            "fetch.datasets.cifar: unknown value 'cifar'; allowed: fashion_mnist, thoracic",
+        ),
+        (
+            ("compare", "dpi"),
+            100,
+            "compare: unknown field(s) dpi; allowed: chart_dpi",
+        ),
+        (
+            ("mlflow_",),
+            {},
+            "params.yaml: unknown field(s) mlflow_; allowed: compare, deterministic, evaluate,",
+        ),
+    ],
+)
+def test_every_section_is_checked_up_front(params, path, value, message):
+    node = params
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        resolve_all_variants(params)
+    assert message in str(err.value)
+
+
+def test_every_error_is_reported_in_one_line(params):
+    params["seed"] = "42"
+    del params["compare"]
+    params["variants"]["baseline"]["epochs"] = 0
+    with pytest.raises(ConfigError) as err:
+        validate_params(params)
+    assert str(err.value) == (
+        "seed: must be an integer, got '42'; variants.baseline.epochs: must be > 0, got 0;"
+        " compare: missing"
+    )
+
+
+def test_resolved_configs_are_plain_dicts_without_unset_optional_fields(params):
+    cfg = resolve_variant(params, "exp_decay")
+    assert type(cfg) is dict and type(cfg["optimizer"]) is dict
+    assert cfg["lr_schedule"] == {
+        "name": "exponential_decay",
+        "initial_learning_rate": 0.01,
+        "decay_steps": 10000,
+        "decay_rate": 0.9,
+    }
+    assert cfg["dataset"] == "fashion_mnist"  # merged config keeps the variant's own dataset
+    cfg["optimizer"]["beta_1"] = 0.5  # a copy: changing it leaves params alone
+    assert params["train"]["defaults"]["optimizer"]["beta_1"] == 0.9
+
+
+def test_validating_every_variant_is_cheap(params):
+    """The train stage validates the whole file before training; keep it well under 50 ms."""
+    resolve_all_variants(params)  # the models are built on first use; a stage pays that once
+    start = time.perf_counter()
+    for _ in range(5):
+        resolve_all_variants(copy.deepcopy(params))
+    assert (time.perf_counter() - start) / 5 < 0.05
 
 
 def test_unknown_variant_lists_defined_ones(params):
@@ -121,3 +273,29 @@ def test_a_variant_without_its_own_dataset_fails_with_one_clear_message(params):
     message = str(err.value)
     assert message.startswith("variants.thoracic_bce.dataset: missing")
     assert "dvc.yaml" in message and "allowed: fashion_mnist, thoracic" in message
+
+
+def test_the_committed_schema_is_generated_from_the_models(tmp_path):
+    """params.schema.json is what `python -m tools.schema` writes; --check fails on a stale one."""
+    assert (REPO_ROOT / "params.schema.json").read_text() == schema.schema_text(), (
+        "params.schema.json is stale: run `python -m tools.schema`"
+    )
+    stale = tmp_path / "params.schema.json"
+    stale.write_text("{}\n")
+    assert schema.main(["--check"], path=stale) == 1
+    assert schema.main([], path=stale) == 0
+    assert schema.main(["--check"], path=stale) == 0
+
+
+def test_params_yaml_points_editors_at_the_schema():
+    first = (REPO_ROOT / "params.yaml").read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=params.schema.json"
+
+
+def test_params_yaml_is_valid_against_the_schema_and_a_typo_is_not(params):
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads(schema.SCHEMA_FILE.read_text()))
+    validator.validate(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    params["variants"]["act_relu"]["activation"] = "rleu"
+    params["variants"]["dropout"]["unitz"] = 3
+    assert len(list(validator.iter_errors(params))) == 2
