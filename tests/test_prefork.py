@@ -84,6 +84,13 @@ def test_prefork_off_runs_in_the_callers_process(tmp_path):
     assert code == 0 and seen["pid"] == client_pid
 
 
+def test_preload_can_call_a_function_to_warm_the_server(tmp_path):
+    # `module:function` is called once in the server; a stage then runs as a fork of it.
+    repo = probe_repo(tmp_path, preload=["json", "gc:collect"])
+    code, seen, err, client_pid = run(repo, "0")
+    assert code == 0 and seen["pid"] != client_pid and "no warm server" not in err
+
+
 def test_a_server_that_cannot_start_falls_back_to_running_directly(tmp_path):
     repo = probe_repo(tmp_path, preload=["no_such_module_anywhere"])
     code, seen, err, client_pid = run(repo, "0")

@@ -161,8 +161,10 @@ def runner_settings(params: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"runner.{key}: must be a number > 0, got {value!r}")
     preload = runner["preload"]
     if not isinstance(preload, list) or not all(isinstance(m, str) and m for m in preload):
-        raise ConfigError(f"runner.preload: must be a list of module names, got {preload!r}")
-    own = [m for m in preload if m.split(".")[0] in FIRST_PARTY]
+        raise ConfigError(
+            f"runner.preload: must be a list of module names (or module:function), got {preload!r}"
+        )
+    own = [m for m in preload if m.split(":")[0].split(".")[0] in FIRST_PARTY]
     if own:
         # A warm copy of this repository's code would go stale when it is edited.
         raise ConfigError(
