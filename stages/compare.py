@@ -119,14 +119,67 @@ def write_plot_csv(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, frame[PLOT_COLUMNS].to_csv(index=False).encode())
 
 
-def plot_chart(frame: pd.DataFrame, path: Path, dpi: int) -> None:
-    """Grouped bars: last vs best test accuracy per variant, as a PNG."""
-    from stages.figures import last_vs_best_chart, save
+def chart_panels(frame: pd.DataFrame) -> dict[str, dict]:
+    """compare.png's data: per dataset its variants' last and best accuracy, and the
+    majority-class accuracy where the metrics have it (thoracic)."""
+    panels = {}
+    for dataset, group in frame.groupby("dataset", sort=False):
+        majority = group.get("majority_accuracy")
+        panels[dataset] = {
+            "variants": list(group["variant"]),
+            "last": list(group["last_accuracy"]),
+            "best": list(group["best_accuracy"]),
+            "majority": None if majority is None or majority.isna().all() else majority.max(),
+        }
+    return panels
 
-    fig = last_vs_best_chart(
-        list(frame["variant"]), list(frame["last_accuracy"]), list(frame["best_accuracy"])
+
+def last_vs_best_chart(panels: dict[str, dict]) -> Any:
+    """Last vs best test accuracy, one panel per dataset (horizontal bars, variant names
+    readable), x axis fitted to the data, the majority-class accuracy drawn where given,
+    one legend below the panels, clear of the bars.
+
+    panels: dataset -> {"variants": [...], "last": [...], "best": [...], "majority": float|None}
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    heights = [len(p["variants"]) for p in panels.values()]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(8, 1.2 + 0.42 * sum(heights) + 0.6 * len(panels)),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
     )
-    save(fig, path, dpi)
+    for ax, (dataset, panel) in zip(axes[:, 0], panels.items(), strict=True):
+        y = np.arange(len(panel["variants"]))
+        ax.barh(y - 0.2, panel["last"], height=0.4, label="last model", color="#9ecae1")
+        ax.barh(y + 0.2, panel["best"], height=0.4, label="best checkpoint", color="#3182bd")
+        values = [*panel["last"], *panel["best"]]
+        if panel.get("majority") is not None:
+            ax.axvline(panel["majority"], color="#d62728", linestyle="--", label="majority class")
+            values.append(panel["majority"])
+        span = max(values) - min(values)
+        margin = max(0.02, 0.1 * span)
+        ax.set_xlim(max(0.0, min(values) - margin), min(1.0, max(values) + margin))
+        ax.set_yticks(y, panel["variants"])
+        ax.invert_yaxis()  # first variant on top, as in the report's table
+        ax.set_title(dataset, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("test accuracy")
+    handles = {h.get_label(): h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles))
+    fig.suptitle("Last model vs best checkpoint (lowest val_loss), test accuracy")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_chart(frame: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Last vs best test accuracy per variant, one panel per dataset, as a PNG."""
+    from stages.figures import save
+
+    save(last_vs_best_chart(chart_panels(frame)), path, dpi)
 
 
 def main() -> None:

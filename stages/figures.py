@@ -40,21 +40,6 @@ def confusion_matrix_figure(y: np.ndarray, pred: np.ndarray, n_classes: int, tit
     return fig
 
 
-def last_vs_best_chart(variants: list[str], last: list[float], best: list[float]) -> Figure:
-    """Grouped bars: last vs best test accuracy per variant."""
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(variants)), 4.5))
-    x = np.arange(len(variants))
-    ax.bar(x - 0.2, last, width=0.4, label="last")
-    ax.bar(x + 0.2, best, width=0.4, label="best (min val_loss)")
-    ax.set_xticks(x, variants, rotation=45, ha="right")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Last model vs best checkpoint, test accuracy")
-    fig.tight_layout()
-    return fig
-
-
 def save(fig: Figure, path, dpi: int = 100) -> None:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -8,7 +8,15 @@ import shutil
 import yaml
 from conftest import dvc
 
-from stages.compare import PLOT_COLUMNS, collect, plot_chart, to_markdown, write_plot_csv
+from stages.compare import (
+    PLOT_COLUMNS,
+    chart_panels,
+    collect,
+    last_vs_best_chart,
+    plot_chart,
+    to_markdown,
+    write_plot_csv,
+)
 from stages.params import REPO_ROOT
 
 
@@ -117,3 +125,22 @@ def test_penalty_and_activation_diagnostics_in_the_report(tmp_path):
     assert "best_penalty" in main and "dead_fraction" not in main
     assert "| thoracic_bce | thoracic | 0.2500 | 0.1250 | 2.0000 | 2.0000 |" in diagnostics
     assert "baseline" not in diagnostics  # no hidden layers, no diagnostics
+
+
+def test_chart_panels_per_dataset_with_the_majority_baseline(tmp_path):
+    metrics, models = write_fixture(tmp_path)
+    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    panels = chart_panels(frame)
+    assert list(panels) == ["fashion_mnist", "thoracic"]
+    assert panels["fashion_mnist"] == {
+        "variants": ["baseline"],
+        "last": [0.80],
+        "best": [0.83],
+        "majority": None,
+    }
+    assert panels["thoracic"]["majority"] == 0.85
+    fig = last_vs_best_chart(panels)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["fashion_mnist", "thoracic"]
+    low, high = fig.axes[1].get_xlim()
+    assert 0.7 < low < 0.84 and 0.85 < high <= 1.0  # fitted to the data and the baseline
+    assert any(line.get_label() == "majority class" for line in fig.axes[1].get_lines())
