@@ -1,4 +1,4 @@
-"""The pydantic models of params.yaml and their errors as one-line ConfigErrors.
+"""The pydantic models of params.yaml (their errors: stages/validation.py).
 
 Defined on first use (_models): tools.prefork imports stages.params before every stage, where
 importing pydantic would cost ~65 ms; the stages run in a fork of a server that has already
@@ -8,7 +8,6 @@ imported pydantic (with mlflow), so defining the models there is cheap.
 from __future__ import annotations
 
 import functools
-import re
 from typing import TYPE_CHECKING, Any
 
 from stages.params import (
@@ -16,97 +15,12 @@ from stages.params import (
     DATASETS,
     LOSSES,
     OPTIMIZERS,
-    PARAMS_FILE,
     SCHEDULES,
-    ConfigError,
 )
+from stages.validation import fail, names
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-    from pydantic_core import ErrorDetails, PydanticCustomError
-
-
-# pydantic's ValidationError -> one line of ConfigError: "dotted.key: problem; ...".
-_TYPES = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-}
-_BOUNDS = {
-    "greater_than": ">",
-    "greater_than_equal": ">=",
-    "less_than": "<",
-    "less_than_equal": "<=",
-}
-_QUOTED = re.compile(r"'([^']*)'")
-
-
-def _names(names: Any) -> str:
-    """Sorted and comma-separated, as every "allowed: ..." list reads."""
-    return ", ".join(sorted(map(str, names)))
-
-
-def _fail(message: str, field: str | None = None) -> PydanticCustomError:
-    """An error for a validator to raise; `field` extends its location (for model validators)."""
-    from pydantic_core import PydanticCustomError
-
-    return PydanticCustomError("config", "{message}", {"message": message, "field": field})
-
-
-def _validate(model: type[BaseModel], data: Any, prefix: str) -> Any:
-    """model.model_validate(data); every error becomes part of one ConfigError line."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        lines = dict.fromkeys(_describe(e, data, prefix) for e in err.errors())
-        raise ConfigError("; ".join(lines)) from None
-
-
-def _key(loc: tuple[int | str, ...], data: Any, prefix: str, missing: bool) -> str:
-    """The dotted key of an error location, `variants.x.dropout[1]`.
-
-    pydantic also puts union tags (a schedule's name, `rates`) in locations: the parts that
-    are no key or index of the data there, except the last part of a missing field's location.
-    """
-    key, node = prefix, data
-    for i, part in enumerate(loc):
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int)
-        ):
-            node = node[part]
-        elif not (missing and i == len(loc) - 1):
-            continue
-        key += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return key.lstrip(".")
-
-
-def _describe(err: ErrorDetails, data: Any, prefix: str) -> str:
-    """One error as `key: problem`, naming the allowed values of a choice or the bound."""
-    kind, ctx = err["type"], err.get("ctx", {})
-    got = repr(err.get("input"))
-    got = got if len(got) <= 60 else got[:57] + "..."
-    key = _key(err["loc"], data, prefix, missing=kind == "missing")
-    if ctx.get("field"):
-        key = f"{key}.{ctx['field']}".lstrip(".")
-    if kind == "config":
-        text = ctx["message"]
-    elif kind == "missing":
-        text = "missing"
-    elif kind == "literal_error":  # ctx["expected"] reads "'a', 'b' or 'c'"
-        text = f"unknown value {got}; allowed: {_names(re.findall(_QUOTED, ctx['expected']))}"
-    elif kind in _BOUNDS:  # ctx holds the one bound: {"gt": 0}
-        text = f"must be {_BOUNDS[kind]} {next(iter(ctx.values())):g}, got {got}"
-    elif kind in _TYPES:
-        text = f"must be {_TYPES[kind]}, got {got}"
-    else:
-        text = f"{err['msg']}, got {got}"
-    return f"{key or PARAMS_FILE}: {text}"
 
 
 @functools.cache
@@ -147,9 +61,7 @@ def _models() -> dict[str, type[BaseModel]]:
             # One error listing the allowed fields instead of pydantic's one per extra key.
             unknown = set(data) - set(cls.model_fields) if isinstance(data, dict) else ()
             if unknown:
-                raise _fail(
-                    f"unknown field(s) {_names(unknown)}; allowed: {_names(cls.model_fields)}"
-                )
+                raise fail(f"unknown field(s) {names(unknown)}; allowed: {names(cls.model_fields)}")
             return data
 
     Rate = Annotated[float, Field(ge=0, lt=1)]
@@ -193,7 +105,7 @@ def _models() -> dict[str, type[BaseModel]]:
         # pydantic's error for a missing or unknown `name` would not list the names.
         if isinstance(value, dict) and value.get("name") not in SCHEDULES:
             got = f"unknown value {value['name']!r}" if "name" in value else "missing"
-            raise _fail(f"{got}; allowed: {_names(SCHEDULES)}", field="name")
+            raise fail(f"{got}; allowed: {names(SCHEDULES)}", field="name")
         return value
 
     Schedule = Annotated[
@@ -211,7 +123,7 @@ def _models() -> dict[str, type[BaseModel]]:
         def _loss_fits_dataset(cls, loss: Any, info: ValidationInfo) -> Any:
             allowed = LOSSES.get(info.data.get("dataset"), ())  # absent if not given or bad
             if allowed and loss not in allowed:
-                raise _fail(f"unknown value {loss!r}; allowed: {_names(allowed)}")
+                raise fail(f"unknown value {loss!r}; allowed: {names(allowed)}")
             return loss
 
         @field_validator("dropout", check_fields=False)
@@ -219,7 +131,7 @@ def _models() -> dict[str, type[BaseModel]]:
         def _one_rate_per_layer(cls, dropout: Any, info: ValidationInfo) -> Any:
             depth = info.data.get("depth")
             if isinstance(dropout, list) and depth is not None and len(dropout) != depth:
-                raise _fail(
+                raise fail(
                     f"a list needs one rate per hidden layer (depth {depth}), got {len(dropout)}"
                 )
             return dropout
@@ -271,9 +183,9 @@ def _models() -> dict[str, type[BaseModel]]:
         def _states_dataset(cls, data: Any) -> Any:
             # dvc.yaml's foreach sees only the variant's own fields, not defaults or presets.
             if isinstance(data, dict) and "dataset" not in data:
-                raise _fail(
+                raise fail(
                     "missing; every variant states its dataset itself (dvc.yaml uses it to pick"
-                    f" the variant's data files); allowed: {_names(DATASETS)}",
+                    f" the variant's data files); allowed: {names(DATASETS)}",
                     field="dataset",
                 )
             return data

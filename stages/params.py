@@ -115,9 +115,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def validate_params(params: dict[str, Any]) -> BaseModel:
     """The whole of params.yaml as a `Params` model, or a ConfigError naming each bad key."""
-    from stages.config import _models, _validate
+    from stages.config import _models
+    from stages.validation import validate
 
-    return _validate(_models()["Params"], params, "")
+    return validate(_models()["Params"], params, "")
 
 
 def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
@@ -125,21 +126,22 @@ def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
     variants = require(params, "variants")
     if name not in variants:
         raise ConfigError(f"variants: unknown variant '{name}'; defined: {', '.join(variants)}")
-    from stages.config import _models, _names, _validate
+    from stages.config import _models
+    from stages.validation import names, validate
 
     key = f"variants.{name}"
     # Its own fields alone first: `dataset` must be among them, and errors name the variant.
-    _validate(_models()["VariantEntry"], variants[name], key)
+    validate(_models()["VariantEntry"], variants[name], key)
     own = dict(variants[name])
     presets, cfg = require(params, "train.presets"), require(params, "train.defaults")
     for preset in own.pop("presets", []):
         if preset not in presets:
             raise ConfigError(
-                f"{key}.presets: unknown preset {preset!r}; allowed: {_names(presets)}"
+                f"{key}.presets: unknown preset {preset!r}; allowed: {names(presets)}"
             )
         cfg = _merge(cfg, presets[preset])
     # Plain dicts for the stages; optional settings left unset (momentum) stay absent.
-    return _validate(_models()["Variant"], _merge(cfg, own), key).model_dump(exclude_unset=True)
+    return validate(_models()["Variant"], _merge(cfg, own), key).model_dump(exclude_unset=True)
 
 
 def resolve_all_variants(params: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,22 +1,18 @@
-"""stages.params: merging defaults/presets/variant fields, validation messages, the schema."""
+"""stages.params: merging defaults/presets/variant fields, validation messages."""
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 
 import pytest
-import yaml
 
 from stages.params import (
-    REPO_ROOT,
     ConfigError,
     resolve_all_variants,
     resolve_variant,
     validate_params,
 )
-from tools import schema
 
 ACTIVATIONS = "allowed: elu, gelu, leaky_relu, linear, relu, selu, sigmoid, tanh"
 FASHION_LOSSES = "allowed: categorical_crossentropy, sparse_categorical_crossentropy"
@@ -273,29 +269,3 @@ def test_a_variant_without_its_own_dataset_fails_with_one_clear_message(params):
     message = str(err.value)
     assert message.startswith("variants.thoracic_bce.dataset: missing")
     assert "dvc.yaml" in message and "allowed: fashion_mnist, thoracic" in message
-
-
-def test_the_committed_schema_is_generated_from_the_models(tmp_path):
-    """params.schema.json is what `python -m tools.schema` writes; --check fails on a stale one."""
-    assert (REPO_ROOT / "params.schema.json").read_text() == schema.schema_text(), (
-        "params.schema.json is stale: run `python -m tools.schema`"
-    )
-    stale = tmp_path / "params.schema.json"
-    stale.write_text("{}\n")
-    assert schema.main(["--check"], path=stale) == 1
-    assert schema.main([], path=stale) == 0
-    assert schema.main(["--check"], path=stale) == 0
-
-
-def test_params_yaml_points_editors_at_the_schema():
-    first = (REPO_ROOT / "params.yaml").read_text().splitlines()[0]
-    assert first == "# yaml-language-server: $schema=params.schema.json"
-
-
-def test_params_yaml_is_valid_against_the_schema_and_a_typo_is_not(params):
-    jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft202012Validator(json.loads(schema.SCHEMA_FILE.read_text()))
-    validator.validate(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
-    params["variants"]["act_relu"]["activation"] = "rleu"
-    params["variants"]["dropout"]["unitz"] = 3
-    assert len(list(validator.iter_errors(params))) == 2
