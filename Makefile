@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup browser repro test lint format bench bench-quick lock clean mlflow-ui report
+.PHONY: setup browser repro test lint format bench bench-quick bench-search lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -20,10 +20,12 @@ $(STAMP): requirements.lock
 	$(BIN)/pip install -q -r requirements.lock
 	touch $@
 
+# tools.ray_repro: `dvc repro` with the graph's independent stages in parallel on Ray (a local
+# instance, or the cluster at RAY_ADDRESS), recorded in dvc.lock by DVC's own commit.
 # tools.tidy: a training killed before DVC restored its stage from the cache leaves a
 # backup and a RUNNING MLflow run that no stage would clean up.
 repro: setup
-	$(BIN)/dvc repro
+	$(BIN)/python -m tools.ray_repro
 	$(BIN)/python -m tools.tidy
 
 # The tests render the MLflow UI in Debian's headless Chromium.
@@ -59,6 +61,11 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m bench.run --quick
+
+# The search stage at its default budget vs the README's width x depth grid (real data: run
+# `dvc repro prepare` first); prints a last `bench-search:` line.
+bench-search: setup
+	$(BIN)/python -m bench.search
 
 # One table across DVC and MLflow; EXPS="exp1 exp2" compares DVC experiments instead.
 report: setup

@@ -5,12 +5,18 @@
 For every variant's best model on the prepared test split: the data loss with scikit-learn
 on the model's predictions, the regularization penalty and the activation diagnostics with
 NumPy from the weights (a forward pass by hand), compared with metrics/<variant>.json.
+Cross-validation (check_crossval): the folds drawn again with scikit-learn from the prepared
+train and val files (the held-out rows and labels in models/<v>/cv.json must be theirs), each
+fold's AUC, balanced accuracy and accuracy recomputed from the saved probabilities, their mean
+and sd with the statistics module, against metrics/<v>.json's `cv`; the logistic reference
+refitted and the majority class counted, against metrics/reference/<dataset>.json.
 Prints one line per variant and the largest difference per metric.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 
 import numpy as np
 
@@ -76,12 +82,83 @@ def by_hand(model, cfg: dict, x: np.ndarray, eval_cfg: dict) -> dict[str, float]
     return found
 
 
+def _fold_scores(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+    pred = (prob >= threshold).astype(int)
+    return {
+        "auc": roc_auc_score(y, prob),
+        "balanced_accuracy": balanced_accuracy_score(y, pred),
+        "accuracy": accuracy_score(y, pred),
+    }
+
+
+def _diffs(per_fold: list[dict[str, float]], reported: dict, prefix: str) -> dict[str, float]:
+    """|reported mean/sd - statistics.mean/stdev of the folds| per metric."""
+    out = {}
+    for name, stats in reported.items():
+        if isinstance(stats, dict):
+            values = [fold[name] for fold in per_fold]
+            out[f"{prefix}{name}_mean"] = abs(stats["mean"] - statistics.mean(values))
+            out[f"{prefix}{name}_sd"] = abs(stats["sd"] - statistics.stdev(values))
+    return out
+
+
+def check_crossval(params: dict, cfgs: dict[str, dict]) -> dict[str, float]:
+    """The cross-validation metrics recomputed independently; the largest difference each."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    cv_cfg, seed = params["crossval"], params["seed"]
+    threshold = params["evaluate"]["threshold"]
+    folds, rows, worst = {}, {}, {}
+    for dataset in cv_cfg["datasets"]:
+        parts = [
+            load_split(split_path(REPO_ROOT / PREPARED_DIR, s, dataset)) for s in ("train", "val")
+        ]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        cv = RepeatedStratifiedKFold(
+            n_splits=cv_cfg["folds"], n_repeats=cv_cfg["repeats"], random_state=seed
+        )
+        folds[dataset], rows[dataset] = list(cv.split(x, y)), (x, y)
+        logistic, majority = [], []
+        for fit_rows, held in folds[dataset]:
+            model = LogisticRegression(**cv_cfg["logistic"]).fit(x[fit_rows], y[fit_rows])
+            logistic.append(_fold_scores(y[held], model.predict_proba(x[held])[:, 1], threshold))
+            major = int(np.mean(y[fit_rows]) > 0.5)
+            majority.append(
+                {"auc": 0.5, "balanced_accuracy": 0.5, "accuracy": float(np.mean(y[held] == major))}
+            )
+        ref = json.loads((REPO_ROOT / METRICS_DIR / "reference" / f"{dataset}.json").read_text())
+        found = _diffs(logistic, ref["logistic"], "logistic_") | _diffs(
+            majority, ref["majority"], "majority_"
+        )
+        print(f"reference {dataset}: " + ", ".join(f"{k} {v:.1e}" for k, v in found.items()))
+        worst = {k: max(v, worst.get(k, 0.0)) for k, v in (worst | found).items()}
+    for name, cfg in cfgs.items():
+        if cfg["dataset"] not in cv_cfg["datasets"]:
+            continue
+        doc = json.loads((REPO_ROOT / MODELS_DIR / name / "cv.json").read_text())
+        x, y = rows[cfg["dataset"]]
+        per_fold = []
+        for (_, held), split in zip(folds[cfg["dataset"]], doc["splits"], strict=True):
+            assert split["rows"] == held.tolist(), f"{name}: held-out rows differ from the folds"
+            assert split["y"] == y[held].tolist(), f"{name}: labels differ from the data"
+            per_fold.append(_fold_scores(y[held], np.asarray(split["probability"]), threshold))
+        reported = json.loads((REPO_ROOT / METRICS_DIR / f"{name}.json").read_text())["cv"]
+        found = _diffs(per_fold, reported, "cv_")
+        print(f"{name}: cv " + ", ".join(f"{k} {v:.1e}" for k, v in found.items()))
+        worst = {k: max(v, worst.get(k, 0.0)) for k, v in (worst | found).items()}
+    return worst
+
+
 def main() -> None:
     import keras
 
     params = load_params()
     worst: dict[str, float] = {}
-    for name, cfg in resolve_all_variants(params).items():
+    cfgs = resolve_all_variants(params)
+    for name, cfg in cfgs.items():
         x, y = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", cfg["dataset"]))
         model = keras.saving.load_model(REPO_ROOT / MODELS_DIR / name / "best.keras")
         reported = json.loads((REPO_ROOT / METRICS_DIR / f"{name}.json").read_text())["best"]
@@ -94,6 +171,7 @@ def main() -> None:
                 worst[key] = max(worst.get(key, 0.0), diff)
                 parts.append(f"{key} {reported[key]:.6f} vs {value:.6f}")
         print(f"{name}: " + "; ".join(parts))
+    worst |= check_crossval(params, cfgs)
     print(
         "largest |reported - independent|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
     )

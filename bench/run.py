@@ -3,11 +3,14 @@
   python -m bench.run            # the full default study (about an hour here)
   python -m bench.run --quick    # every variant for 2 epochs, for a quick look
 
-Runs in a temporary copy of the repo: fetch (untimed), then `dvc repro` (pipeline), again
-(noop), after one Fashion-MNIST param change (onechange), then the same variants in one
-untracked process with the pipeline's training settings (bare) and the notebook's way
-(notebook), and DVC's own floor for the same graph (bench/floor.py: trivial commands).
-Prints each wall time and peak RSS, and a last `bench:` line.
+Runs in a temporary copy of the repo reduced to the seed study (its 18 variants; no search,
+no cross-validation: see seed_study): fetch (untimed), then `dvc repro` (pipeline), again
+(noop), after one Fashion-MNIST param change (onechange); the same study in a second copy
+under the parallel runner (parallel: tools/ray_repro.py, what `make repro` runs; its
+metrics must be byte-identical), then the same variants in one untracked process with the
+pipeline's training settings (bare) and the notebook's way (notebook), DVC's own floor for
+the same graph (bench/floor.py: trivial commands), and DVC's bookkeeping on generated
+graphs (bench/bookkeeping.py). Prints each wall time and peak RSS, and a last `bench:` line.
 
 Stage processes are forks of a warm server (tools/prefork.py) in a private runtime
 directory: `pipeline` starts with no server and pays for starting it; `onechange` finds it
@@ -32,6 +35,11 @@ from stages.params import REPO_ROOT
 from tools.prefork import socket_dir, stop_servers
 
 CHANGED_VARIANT = "baseline"
+# Like with like: bare and notebook train and evaluate the seed study's variants, so the timed
+# pipeline is that study too (the search has its own benchmark, bench/search.py, and
+# cross-validation is off: crossval@V stages only write their empty cv.json).
+SEED_DATASETS = ("thoracic", "fashion_mnist")
+SEARCH_STAGES = ("search", "train_searched", "crossval_searched", "evaluate_searched")
 QUICK_EPOCHS = 2
 # Runs a command and reports the largest RSS among it and every descendant it waited for.
 RUSAGE = (
@@ -65,6 +73,25 @@ def forked_runs() -> list[dict]:
     return [json.loads(line) for line in lines if line.startswith('{"run"')]
 
 
+def seed_study(repo: Path, quick: bool) -> dict:
+    """Reduce the copy to the seed study's variants, without search or cross-validation."""
+    params_path, dvc_path = repo / "params.yaml", repo / "dvc.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["variants"] = {
+        name: v for name, v in params["variants"].items() if v["dataset"] in SEED_DATASETS
+    }
+    params["crossval"]["datasets"] = []
+    if quick:
+        params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_yaml = yaml.safe_load(dvc_path.read_text())
+    for name in (*SEARCH_STAGES, "reference"):  # reference: per cross-validated dataset
+        dvc_yaml["stages"].pop(name, None)
+    dvc_path.write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    commit(repo, "seed study")
+    return params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs each")
@@ -74,13 +101,9 @@ def main() -> None:
     os.environ["XDG_RUNTIME_DIR"] = runtime.name
     env = pipeline_env()
     with runtime, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        repo = copy_repo(Path(tmp))
+        repo = copy_repo(Path(tmp) / "sequential")
         params_path = repo / "params.yaml"
-        params = yaml.safe_load(params_path.read_text())
-        if args.quick:
-            params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
-            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-            commit(repo, "quick")
+        params = seed_study(repo, args.quick)
         subprocess.run([dvc_bin(), "repro", "fetch"], cwd=repo, env=env, check=True)
         figures: dict[str, float] = {}
         rss: dict[str, int] = {}
@@ -106,12 +129,31 @@ def main() -> None:
         figures["onechange_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
         ran = stages_run(out)
         print(f"onechange ({CHANGED_VARIANT}.patience): {figures['onechange_s']:.1f} s, ran {ran}")
-        expected = sorted(["compare", f"evaluate@{CHANGED_VARIANT}", f"train@{CHANGED_VARIANT}"])
+        # crossval@V too: a variant's params are its crossval stage's params (it writes no folds).
+        expected = sorted(
+            ["compare", *(f"{s}@{CHANGED_VARIANT}" for s in ("crossval", "evaluate", "train"))]
+        )
         if ran != expected:
             sys.exit(f"bench: one change reran {ran}, expected {expected}")
 
+        # The same study in parallel (tools/ray_repro.py, `make repro`), from no warm server.
+        stop_servers()
+        par = copy_repo(Path(tmp) / "parallel")
+        seed_study(par, args.quick)
+        subprocess.run([dvc_bin(), "repro", "fetch"], cwd=par, env=env, check=True)
+        runner = [sys.executable, "-m", "tools.ray_repro"]
+        figures["parallel_s"], rss["parallel"], out = measure(runner, par, env)
+        same = all(
+            (par / "metrics" / p.name).read_bytes() == p.read_bytes()
+            for p in (repo / "metrics").glob("*.json")
+        )
+        print(f"parallel: {figures['parallel_s']:.1f} s, metrics identical to sequential: {same}")
+        if not same:
+            sys.exit("bench: the parallel run's metrics differ from the sequential run's")
+
         stop_servers()
         floor_repo = copy_repo(Path(tmp) / "floor")  # same graph, trivial commands
+        seed_study(floor_repo, args.quick)
         _, _, out = measure([sys.executable, "-m", "bench.floor", str(floor_repo)], REPO_ROOT, env)
         floor = dict(kv.split("=") for kv in out.split("floor: ")[1].split())
         figures["floor_repro_s"], figures["floor_noop_s"] = (
@@ -127,8 +169,13 @@ def main() -> None:
             for line in out.splitlines():
                 print(f"  {line}")
 
+    bookkeeping = [sys.executable, "-m", "bench.bookkeeping"]
+    if args.quick:
+        bookkeeping += ["--runner", "18"]
+    subprocess.run(bookkeeping, cwd=REPO_ROOT, env=env, check=True)
     ratio_nb = figures["pipeline_s"] / figures["notebook_s"]
     ratio_bare = figures["pipeline_s"] / figures["bare_s"]
+    ratio_parallel = figures["parallel_s"] / figures["bare_s"]
     print(f"peak RSS (MiB): {rss}")
     print(
         f"bench: notebook_s={figures['notebook_s']:.1f} bare_s={figures['bare_s']:.1f} "
@@ -136,7 +183,8 @@ def main() -> None:
         f"onechange_s={figures['onechange_s']:.1f} ratio_vs_notebook={ratio_nb:.2f} "
         f"ratio_vs_bare={ratio_bare:.2f} peak_rss_mb={rss['pipeline']} "
         f"floor_repro_s={figures['floor_repro_s']:.1f} floor_noop_s={figures['floor_noop_s']:.2f} "
-        f"noop_vs_floor={figures['noop_s'] / figures['floor_noop_s']:.2f}"
+        f"noop_vs_floor={figures['noop_s'] / figures['floor_noop_s']:.2f} "
+        f"parallel_s={figures['parallel_s']:.1f} ratio_parallel_vs_bare={ratio_parallel:.2f}"
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from stages.cvreport import CV_COLUMNS, crossval_markdown, read_references
 from stages.formats import write_atomic
 from stages.params import (
     METRICS_DIR,
@@ -21,6 +22,7 @@ from stages.params import (
     load_params,
     require,
     run_stage,
+    study_variants,
 )
 
 COLUMNS = [
@@ -68,14 +70,18 @@ def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd
                 row[f"best_{extra}"] = metrics["best"][extra]
         if "majority_accuracy" in metrics:
             row["majority_accuracy"] = metrics["majority_accuracy"]
+        for name, stats in metrics.get("cv", {}).items():
+            if isinstance(stats, dict):
+                row |= {f"cv_{name}_mean": stats["mean"], f"cv_{name}_sd": stats["sd"]}
         rows.append(row)
     frame = pd.DataFrame(rows)
     extras = [c for c in frame.columns if c not in COLUMNS]
     return frame[COLUMNS + extras]
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    """GitHub-flavoured table per dataset (no tabulate dependency), then the diagnostics."""
+def to_markdown(frame: pd.DataFrame, references: dict[str, dict[str, Any]] | None = None) -> str:
+    """GitHub-flavoured table per dataset (no tabulate dependency), the diagnostics, then the
+    cross-validation tables of the datasets with a reference (see crossval_markdown)."""
     parts = [
         "# Last vs best test metrics per variant\n",
         "Test `loss` is the data loss alone; `penalty` is what the L2/L1 regularizers add"
@@ -83,7 +89,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
     ]
     diag_cols = [f"{w}_{d}" for d in DIAGNOSTICS for w in ("last", "best")]
     present = [c for c in diag_cols if c in frame.columns]
-    parts += _tables(frame.drop(columns=present))
+    parts += _tables(frame.drop(columns=[*present, *frame.columns.intersection(CV_COLUMNS)]))
     diag = frame[["variant", "dataset", *present]].dropna(how="all", subset=present)
     if present and not diag.empty:
         parts.append(
@@ -93,6 +99,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
             " kernel on one fixed batch."
         )
         parts += _tables(diag)
+    parts += crossval_markdown(frame, references or {})
     return "\n".join(parts) + "\n"
 
 
@@ -120,8 +127,9 @@ def write_plot_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def chart_panels(frame: pd.DataFrame) -> dict[str, dict]:
-    """compare.png's data: per dataset its variants' last and best accuracy, and the
-    majority-class accuracy where the metrics have it (thoracic)."""
+    """compare.png's data: per dataset its variants' last and best accuracy, the
+    majority-class accuracy where the metrics have it (thoracic), and where there are folds
+    the cross-validated accuracy's mean and sd ("cv", "cv_sd"; NaN for a variant without)."""
     panels = {}
     for dataset, group in frame.groupby("dataset", sort=False):
         majority = group.get("majority_accuracy")
@@ -131,6 +139,9 @@ def chart_panels(frame: pd.DataFrame) -> dict[str, dict]:
             "best": list(group["best_accuracy"]),
             "majority": None if majority is None or majority.isna().all() else majority.max(),
         }
+        cv = group.get("cv_accuracy_mean")
+        if cv is not None and cv.notna().any():
+            panels[dataset] |= {"cv": list(cv), "cv_sd": list(group["cv_accuracy_sd"])}
     return panels
 
 
@@ -140,6 +151,7 @@ def last_vs_best_chart(panels: dict[str, dict]) -> Any:
     one legend below the panels, clear of the bars.
 
     panels: dataset -> {"variants": [...], "last": [...], "best": [...], "majority": float|None}
+    and, for a dataset with folds, "cv" and "cv_sd" [...]: a third bar with ± sd error bars.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -154,9 +166,18 @@ def last_vs_best_chart(panels: dict[str, dict]) -> Any:
     )
     for ax, (dataset, panel) in zip(axes[:, 0], panels.items(), strict=True):
         y = np.arange(len(panel["variants"]))
-        ax.barh(y - 0.2, panel["last"], height=0.4, label="last model", color="#9ecae1")
-        ax.barh(y + 0.2, panel["best"], height=0.4, label="best checkpoint", color="#3182bd")
+        step = 0.27 if "cv" in panel else 0.4
+        shift = step if "cv" in panel else step / 2  # last, best[, cv] centred on the tick
+        ax.barh(y - shift, panel["last"], height=step, label="last model", color="#9ecae1")
+        ax.barh(
+            y - shift + step, panel["best"], height=step, label="best checkpoint", color="#3182bd"
+        )
         values = [*panel["last"], *panel["best"]]
+        if "cv" in panel:
+            mean, sd = np.array(panel["cv"], dtype=float), np.array(panel["cv_sd"], dtype=float)
+            label = "cross-validated (mean ± sd)"
+            ax.barh(y + step, mean, height=step, xerr=sd, label=label, color="#fdae6b")
+            values += [v for v in (*(mean - sd), *(mean + sd)) if np.isfinite(v)]
         if panel.get("majority") is not None:
             ax.axvline(panel["majority"], color="#d62728", linestyle="--", label="majority class")
             values.append(panel["majority"])
@@ -167,10 +188,13 @@ def last_vs_best_chart(panels: dict[str, dict]) -> Any:
         ax.invert_yaxis()  # first variant on top, as in the report's table
         ax.set_title(dataset, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("test accuracy")
+    axes[-1, 0].set_xlabel("accuracy (test split; cross-validated: folds of the other rows)")
     handles = {h.get_label(): h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles))
-    fig.suptitle("Last model vs best checkpoint (lowest val_loss), test accuracy")
+    fig.suptitle(
+        "Last model vs best checkpoint (lowest val_loss), test accuracy;"
+        " cross-validated where there are folds"
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -187,12 +211,13 @@ def main() -> None:
     # The dataset of each variant as trained (train.json), so compare needs no train params.
     variants = {
         name: json.loads((REPO_ROOT / MODELS_DIR / name / "train.json").read_text())["dataset"]
-        for name in require(params, "variants")
+        for name in study_variants(params)  # the seed's variants, then the searched one
     }
     frame = collect(variants, REPO_ROOT / METRICS_DIR, REPO_ROOT / MODELS_DIR)
     out = REPO_ROOT / REPORTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "compare.md", to_markdown(frame).encode())
+    references = read_references(list(variants.values()), REPO_ROOT / METRICS_DIR)
+    write_atomic(out / "compare.md", to_markdown(frame, references).encode())
     write_plot_csv(frame, out / "compare.csv")
     plot_chart(frame, out / "compare.png", require(params, "compare.chart_dpi"))
 

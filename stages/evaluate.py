@@ -1,8 +1,9 @@
 """evaluate: score a variant's best checkpoint and last model on the held-out test split.
 
 Usage: python -m stages.evaluate VARIANT
-Writes metrics/<variant>.json and plots/confusion/<variant>.csv, and logs the same
-numbers to child runs "<variant>/last" and "<variant>/best" of the variant's training run,
+Writes metrics/<variant>.json (with `cv`: the crossval stage's folds of the variant scored,
+mean and sd per metric) and plots/confusion/<variant>.csv, and logs the same numbers to
+child runs "<variant>/last" and "<variant>/best" of the variant's training run,
 with evaluate's params, linked to the two logged models.
 """
 
@@ -55,7 +56,7 @@ def score_model(
     import keras
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-    from stages.model import class_probabilities, encode_labels
+    from stages.model import binary, class_probabilities, encode_labels
 
     batch = eval_cfg["batch_size"]
     target = encode_labels(y, cfg)
@@ -63,7 +64,7 @@ def score_model(
     per_example = keras.losses.get(cfg["loss"])(target, outputs)
     data_loss = float(np.mean(keras.ops.convert_to_numpy(per_example)))
     probs = class_probabilities(outputs, cfg)
-    if cfg["dataset"] == "thoracic":
+    if binary(cfg["dataset"]):
         pred = (probs[:, 1] >= eval_cfg["threshold"]).astype(np.int64)
     else:
         pred = probs.argmax(axis=1)
@@ -72,7 +73,7 @@ def score_model(
         "penalty": regularization_penalty(model, x, batch),
         "accuracy": float(accuracy_score(y, pred)),
     }
-    if cfg["dataset"] == "thoracic":
+    if binary(cfg["dataset"]):
         # AUC is undefined on a one-class split; NaN would break JSON, so leave it out.
         if len(np.unique(y)) == 2:
             scores["auc"] = float(roc_auc_score(y, probs[:, 1]))
@@ -107,7 +108,7 @@ def evaluate_variant(
     import keras
 
     from stages.diagnostics import diagnose
-    from stages.model import encode_labels
+    from stages.model import binary, encode_labels
 
     x, y = test
     diag = eval_cfg["diagnostics"]
@@ -123,10 +124,24 @@ def evaluate_variant(
         out[which].update({k: round(v, METRIC_DIGITS) for k, v in found.items()})
     out["best_epoch"] = trained["best_epoch"]
     out["epochs_run"] = trained["epochs_run"]
-    if trained["dataset"] == "thoracic":
+    if binary(trained["dataset"]):
         majority = np.bincount(y).argmax()
         out["majority_accuracy"] = round(float(np.mean(y == majority)), METRIC_DIGITS)
     return out, preds["best"]
+
+
+def cv_metrics(path: Path, variant: str, threshold: float) -> dict[str, Any] | None:
+    """The crossval stage's folds (models/<v>/cv.json) as metrics: per metric the mean and
+    sd over the folds (stages.reference.score_splits), or None for a variant without folds."""
+    from stages.reference import score_splits
+
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `dvc repro crossval@{variant}`")
+    doc = json.loads(path.read_text())
+    if not doc["splits"]:
+        return None
+    scores = score_splits(doc["splits"], threshold)
+    return {**scores, "folds": doc["folds"], "repeats": doc["repeats"]}
 
 
 def confusion_csv(y: np.ndarray, pred: np.ndarray) -> str:
@@ -142,6 +157,9 @@ def mlflow_metrics(metrics: dict[str, Any], which: str) -> dict[str, float]:
     flat = {f"test_{name}": value for name, value in metrics[which].items()}
     if "majority_accuracy" in metrics:
         flat["test_majority_accuracy"] = metrics["majority_accuracy"]
+    for name, stats in metrics.get("cv", {}).items():  # the variant's, not the checkpoint's
+        if isinstance(stats, dict):
+            flat |= {f"cv_{name}_{k}": v for k, v in stats.items()}
     return flat
 
 
@@ -233,6 +251,9 @@ def main() -> None:
     mlflow = setup_mlflow(params)
     test = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", trained["dataset"]))
     metrics, pred = evaluate_variant(trained, eval_cfg, model_dir, test)
+    cv = cv_metrics(model_dir / "cv.json", variant, eval_cfg["threshold"])
+    if cv is not None:
+        metrics["cv"] = cv
 
     metrics_path = REPO_ROOT / METRICS_DIR / f"{variant}.json"
     write_atomic(metrics_path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())

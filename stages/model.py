@@ -7,8 +7,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from stages.params import N_CLASSES
+
+# The shape of one example, for callers without data; train builds on the data's own shape
+# (thoracic_clean's width depends on its columns: prepare.thoracic_clean).
 INPUT_SHAPES = {"thoracic": (17,), "fashion_mnist": (28, 28)}
-N_CLASSES = {"thoracic": 2, "fashion_mnist": 10}
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "sgd": keras.optimizers.SGD,
@@ -29,7 +32,12 @@ def one_hot_labels(cfg: dict[str, Any]) -> bool:
 
 def sigmoid_head(cfg: dict[str, Any]) -> bool:
     """Binary data with a non-categorical loss gets one sigmoid unit; otherwise softmax."""
-    return cfg["dataset"] == "thoracic" and not one_hot_labels(cfg)
+    return binary(cfg["dataset"]) and not one_hot_labels(cfg)
+
+
+def binary(dataset: str) -> bool:
+    """Two classes (the thoracic datasets): AUC, balanced accuracy, a decision threshold."""
+    return N_CLASSES[dataset] == 2
 
 
 def encode_labels(y: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
@@ -69,11 +77,14 @@ def make_optimizer(cfg: dict[str, Any]) -> keras.optimizers.Optimizer:
     return cls(**opt)
 
 
-def build_model(cfg: dict[str, Any]) -> keras.Model:
-    """Sequential MLP: [Flatten] -> depth x (Dense [+ Dropout]) -> sigmoid/softmax head."""
+def build_model(cfg: dict[str, Any], input_shape: tuple[int, ...] | None = None) -> keras.Model:
+    """Sequential MLP: [Flatten] -> depth x (Dense [+ Dropout]) -> sigmoid/softmax head.
+
+    input_shape: one example's (the data's x.shape[1:]); None: the dataset's INPUT_SHAPES."""
     dataset = cfg["dataset"]
-    layers: list[keras.layers.Layer] = [keras.Input(INPUT_SHAPES[dataset])]
-    if len(INPUT_SHAPES[dataset]) > 1:
+    shape = INPUT_SHAPES[dataset] if input_shape is None else tuple(input_shape)
+    layers: list[keras.layers.Layer] = [keras.Input(shape)]
+    if len(shape) > 1:
         layers.append(keras.layers.Flatten())
     rates = cfg["dropout"] if isinstance(cfg["dropout"], list) else [cfg["dropout"]] * cfg["depth"]
     for i in range(cfg["depth"]):

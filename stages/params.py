@@ -31,10 +31,15 @@ MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
+# The search stage's best trial as a variant entry: the searched variant (search.variant).
+SEARCH_BEST = Path("search/best.yaml")
 # Keras BackupAndRestore state; outside DVC outs, which DVC deletes before a stage reruns.
 BACKUP_DIR = Path(".backup")
 
-DATASETS = ("thoracic", "fashion_mnist")
+# thoracic_clean: thoracic's CSV and split rows, with cleaned features (prepare.thoracic_clean).
+DATASETS = ("thoracic", "thoracic_clean", "fashion_mnist")
+N_CLASSES = {"thoracic": 2, "thoracic_clean": 2, "fashion_mnist": 10}
+SOURCES = ("thoracic", "fashion_mnist")  # the datasets fetch downloads (data/raw/<source>)
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "sigmoid", "elu", "selu", "gelu", "linear")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "nadam")
 SCHEDULES = ("exponential_decay", "cosine_decay_restarts")
@@ -50,8 +55,9 @@ LOSSES = {
     ),
     "fashion_mnist": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
 }
+LOSSES["thoracic_clean"] = LOSSES["thoracic"]
 # The models, importable by name (`from stages.params import Params`) but built on first use.
-MODELS = ("Params", "Variant", "VariantEntry", "VariantPatch", "Optimizer")
+MODELS = ("Params", "Variant", "VariantEntry", "VariantPatch", "Optimizer", "Parallel")
 
 
 class StageError(Exception):
@@ -122,17 +128,48 @@ def validate_params(params: dict[str, Any]) -> BaseModel:
 
 
 def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """Merge train.defaults, the variant's presets (in order) and its own fields; validate."""
+    """Merge train.defaults, the variant's presets (in order) and its own fields; validate.
+
+    The searched variant (search.variant) is not in `variants`: its entry is the search's
+    best trial, search/best.yaml (dvc.yaml's train_searched stage depends on that file)."""
     variants = require(params, "variants")
+    if name not in variants and name == (params.get("search") or {}).get("variant"):
+        return resolve_entry(params, searched_entry(), str(SEARCH_BEST))
     if name not in variants:
         raise ConfigError(f"variants: unknown variant '{name}'; defined: {', '.join(variants)}")
+    return resolve_entry(params, variants[name], f"variants.{name}")
+
+
+def searched_entry(root: Path | None = None) -> dict[str, Any]:
+    """The searched variant's entry: search/best.yaml, written by the search stage."""
+    path = (root or REPO_ROOT) / SEARCH_BEST
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run `dvc repro search`")
+    with path.open() as f:
+        return yaml.load(f, Loader=SAFE_LOADER)
+
+
+def variant_config(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """One variant's merged config, once every variant validates: a typo anywhere fails
+    before any training."""
+    cfgs = resolve_all_variants(params)
+    return cfgs[name] if name in cfgs else resolve_variant(params, name)
+
+
+def study_variants(params: dict[str, Any]) -> list[str]:
+    """Every variant the study trains and evaluates: `variants`, then the searched one."""
+    return [*require(params, "variants"), require(params, "search.variant")]
+
+
+def resolve_entry(params: dict[str, Any], entry: Any, key: str) -> dict[str, Any]:
+    """A variant entry (dataset, presets, own fields) merged over train.defaults; validated,
+    errors prefixed with `key`."""
     from stages.config import _models
     from stages.validation import names, validate
 
-    key = f"variants.{name}"
     # Its own fields alone first: `dataset` must be among them, and errors name the variant.
-    validate(_models()["VariantEntry"], variants[name], key)
-    own = dict(variants[name])
+    validate(_models()["VariantEntry"], entry, key)
+    own = dict(entry)
     presets, cfg = require(params, "train.presets"), require(params, "train.defaults")
     for preset in own.pop("presets", []):
         if preset not in presets:

@@ -22,6 +22,7 @@ from stages.params import (
     load_params,
     require,
     run_stage,
+    validate_params,
 )
 
 FASHION_FILES = {
@@ -40,8 +41,8 @@ def _fraction(key: str, value: Any) -> float:
     return float(value)
 
 
-def split_thoracic(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int) -> Split:
-    """Stratified train/val/test split; optionally z-score features on train statistics."""
+def split_rows(y: np.ndarray, cfg: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """Row indices of the stratified train/val/test split (every thoracic dataset's rows)."""
     val = _fraction("prepare.thoracic.val_fraction", cfg["val_fraction"])
     test = _fraction("prepare.thoracic.test_fraction", cfg["test_fraction"])
     if val + test >= 1:
@@ -49,25 +50,59 @@ def split_thoracic(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], seed: int)
             f"prepare.thoracic: val_fraction + test_fraction must be < 1 "
             f"(leaving a training set), got {val} + {test} = {val + test}"
         )
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test, stratify=y, random_state=seed
-    )
+    rows = np.arange(len(y))
+    rest, test_rows = train_test_split(rows, test_size=test, stratify=y, random_state=seed)
     # An absolute count, so val is `val` of the whole (a fraction of the rest rounds up).
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=round(val * len(y)), stratify=y_rest, random_state=seed
+    train, val_rows = train_test_split(
+        rest, test_size=round(val * len(y)), stratify=y[rest], random_state=seed
     )
+    return {"train": train, "val": val_rows, "test": test_rows}
+
+
+def encode_features(
+    x: np.ndarray, rows: dict[str, np.ndarray], cfg: dict[str, Any], key: str
+) -> dict[str, np.ndarray]:
+    """Each split's float32 features: drop_columns left out, each of one_hot_columns replaced
+    by one 0/1 column per value seen in the train rows (an unseen value: all 0), the other
+    columns z-scored on the train rows' statistics if standardize."""
+    for field in ("drop_columns", "one_hot_columns"):
+        outside = [c for c in cfg[field] if c >= x.shape[1]]
+        if outside:
+            raise ConfigError(
+                f"{key}.{field}: column(s) {outside} out of range; the CSV has"
+                f" {x.shape[1]} feature columns (0..{x.shape[1] - 1})"
+            )
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in rows}
+    numeric: list[bool] = []
+    for col in range(x.shape[1]):
+        if col in cfg["drop_columns"]:
+            continue
+        values = np.unique(x[rows["train"], col]) if col in cfg["one_hot_columns"] else None
+        for name, r in rows.items():
+            column = x[r][:, [col]]
+            parts[name].append(column if values is None else column == values)
+        numeric += [True] if values is None else [False] * len(values)
+    out = {name: np.hstack(cols).astype(np.float32) for name, cols in parts.items()}
     if cfg["standardize"]:
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        mean, std = out["train"].mean(axis=0), out["train"].std(axis=0)
         std[std == 0] = 1.0  # constant columns stay constant (0) instead of NaN
-        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
-    return {
-        name: (xs.astype(np.float32), ys)
-        for name, xs, ys in (
-            ("train", x_train, y_train),
-            ("val", x_val, y_val),
-            ("test", x_test, y_test),
-        )
-    }
+        out = {name: np.where(numeric, (a - mean) / std, a) for name, a in out.items()}
+    return out
+
+
+def split_thoracic(
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: dict[str, Any],
+    seed: int,
+    features: dict[str, Any] | None = None,
+    key: str = "prepare.thoracic",
+) -> Split:
+    """Stratified train/val/test split by cfg's fractions, with `features` (default: cfg's
+    own drop_columns, one_hot_columns, standardize) as encode_features makes them."""
+    rows = split_rows(y, cfg, seed)
+    xs = encode_features(x, rows, cfg if features is None else features, key)
+    return {name: (xs[name], y[r]) for name, r in rows.items()}
 
 
 def _subsample(x: np.ndarray, y: np.ndarray, limit: Any, key: str, seed: int):
@@ -127,10 +162,12 @@ def save_split(split: Split, root: Path, dataset: str) -> None:
 
 
 def prepare(params: dict[str, Any], raw: Path, out: Path) -> None:
-    """Prepare both datasets from raw/ into out/<split>/<dataset>.npz."""
-    cfg, seed = require(params, "prepare"), require(params, "seed")
+    """Prepare every dataset from raw/ into out/<split>/<dataset>.npz (params validated)."""
+    cfg, seed = validate_params(params).prepare.model_dump(), require(params, "seed")
     x, y = read_thoracic_csv(raw / "thoracic" / "ThoraricSurgery.csv")
-    save_split(split_thoracic(x, y, cfg["thoracic"], seed), out, "thoracic")
+    for dataset in ("thoracic", "thoracic_clean"):  # the same rows: prepare.thoracic's split
+        split = split_thoracic(x, y, cfg["thoracic"], seed, cfg[dataset], f"prepare.{dataset}")
+        save_split(split, out, dataset)
     arrays = {
         key: read_idx(raw / "fashion_mnist" / name, 3 if key.endswith("_x") else 1)
         for key, name in FASHION_FILES.items()

@@ -151,11 +151,13 @@ def run_tags(
 
 
 def provenance_tags() -> dict[str, str]:
-    """Where a run came from: git commit, dirty source files, DVC experiment name."""
+    """Where a run came from: git commit, dirty source files, DVC experiment, Ray node."""
     commit, dirty = git_state()
     tags = {"git_commit": commit, "git_dirty": str(dirty).lower()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("RAY_NODE_ID"):  # set by tools/ray_tasks.py: the Ray node it ran on
+        tags["ray_node_id"] = os.environ["RAY_NODE_ID"]
     return tags
 
 

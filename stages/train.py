@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.fitting import configure_tf
 from stages.formats import load_split, split_path, write_atomic
 from stages.params import (
     MODELS_DIR,
@@ -23,17 +24,18 @@ from stages.params import (
     StageError,
     load_params,
     require,
-    resolve_all_variants,
-    resolve_variant,
     run_stage,
+    study_variants,
     variant_arg,
+    variant_config,
 )
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 BEST, LAST = "best.keras", "last.keras"
 # The code a training's weights depend on: a backup made by other code is not resumed.
 CODE_FILES = [
-    REPO_ROOT / "stages" / f"{name}.py" for name in ("train", "model", "resume", "params")
+    REPO_ROOT / "stages" / f"{name}.py"
+    for name in ("train", "fitting", "model", "resume", "params")
 ]
 
 
@@ -43,22 +45,6 @@ class TrainResult:
     best_epoch: int  # 1-based epoch with the lowest val_loss (what best.keras holds)
     epochs_run: int
     train_time_s: float
-
-
-def configure_tf(seed: int, deterministic: bool, threads: int) -> None:
-    """Seed every RNG; optionally make TF ops deterministic; pin the thread pools."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    # Measured: one thread is as fast as two for these small models (less contention).
-    # Settable only before TF starts its runtime; a second call with the same value is a no-op.
-    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    if threads and tf.config.threading.get_inter_op_parallelism_threads() != threads:
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def train_model(
@@ -80,8 +66,8 @@ def train_model(
     import keras
 
     from stages.backups import read_state
-    from stages.batches import array_batches
-    from stages.model import build_model, encode_labels
+    from stages.fitting import fit
+    from stages.model import build_model
     from stages.resume import TrainingState
 
     saved = read_state(work_dir) or {}
@@ -89,7 +75,7 @@ def train_model(
     if finished is not None:  # killed after training, before its results were written
         history, seconds = saved["history"], finished["train_time_s"]
     else:
-        model = build_model(cfg)
+        model = build_model(cfg, train[0].shape[1:])
         work_dir.mkdir(parents=True, exist_ok=True)
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["patience"])
         checkpoint = keras.callbacks.ModelCheckpoint(
@@ -104,15 +90,7 @@ def train_model(
         stop_nan = keras.callbacks.TerminateOnNaN()
         callbacks = [early, checkpoint, state, backup, stop_nan, *(extra_callbacks or [])]
         start = time.perf_counter()
-        batch = cfg["batch_size"]
-        model.fit(
-            array_batches((train[0], encode_labels(train[1], cfg)), batch, shuffle=True),
-            validation_data=array_batches((val[0], encode_labels(val[1], cfg)), batch, False),
-            epochs=cfg["epochs"],
-            shuffle=False,  # array_batches shuffles; Keras would warn that it ignores True
-            callbacks=callbacks,
-            verbose=0,
-        )
+        fit(model, cfg, train, val, callbacks)
         seconds = time.perf_counter() - start
         history = state.history  # all epochs, also those before a resume
         best_epoch(history["val_loss"])  # fails clearly if no epoch had a finite val_loss
@@ -169,8 +147,7 @@ def main() -> None:
     variant = variant_arg(__doc__)
 
     params = load_params()
-    cfgs = resolve_all_variants(params)  # all of them: a typo anywhere fails before training
-    cfg = cfgs[variant] if variant in cfgs else resolve_variant(params, variant)
+    cfg = variant_config(params, variant)
     from stages.tracking import project_run_id, resume_key, run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
@@ -198,7 +175,8 @@ def main() -> None:
     client = mlflow.MlflowClient()
     with claimed(work_dir):
         discard_abandoned(client, work_dir)
-        tidy(client, set(cfgs), REPO_ROOT / MODELS_DIR)  # other variants' dead backups
+        # Other variants' dead backups (the searched variant is one of the study's).
+        tidy(client, set(study_variants(params)), REPO_ROOT / MODELS_DIR)
         run_id = resume_or_start(client, work_dir, key)
         run_name, parent_id = (None, None) if run_id else (variant, parent)
         with mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_id) as run:

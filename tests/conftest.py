@@ -122,7 +122,9 @@ def params() -> dict:
     return copy.deepcopy(load_params())
 
 
-def tiny_params(params: dict, mirror: dict, variants: list[str], epochs: int = 2) -> dict:
+def tiny_params(
+    params: dict, mirror: dict, variants: list[str], epochs: int = 2, search_trials: int = 2
+) -> dict:
     """params.yaml reduced to a fast study on the mirror's synthetic files."""
     p = copy.deepcopy(params)
     p["fetch"]["local_dirs"] = [str(mirror["dir"])]
@@ -132,6 +134,13 @@ def tiny_params(params: dict, mirror: dict, variants: list[str], epochs: int = 2
     p["train"]["defaults"]["epochs"] = epochs
     p["train"]["defaults"]["steps_per_execution"] = 4
     p["variants"] = {name: p["variants"][name] for name in variants}
+    # The search stage: a few trials of a few epochs, one at a time (deterministic with the
+    # seed); val_loss, which ties less than the accuracy of a tiny validation split. Two
+    # trials unless a test looks at the search itself (tests/test_search.py: five).
+    p["search"].update(
+        trials=search_trials, startup_trials=2, max_epochs=epochs, grace_period=1,
+        reduction_factor=2, concurrent=1, time_limit_s=120, metric="val_loss",
+    )  # fmt: skip
     return p
 
 

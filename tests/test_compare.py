@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import yaml
 from conftest import dvc
 
@@ -17,6 +18,7 @@ from stages.compare import (
     to_markdown,
     write_plot_csv,
 )
+from stages.cvreport import read_references, relation
 from stages.params import REPO_ROOT
 
 
@@ -144,3 +146,84 @@ def test_chart_panels_per_dataset_with_the_majority_baseline(tmp_path):
     low, high = fig.axes[1].get_xlim()
     assert 0.7 < low < 0.84 and 0.85 < high <= 1.0  # fitted to the data and the baseline
     assert any(line.get_label() == "majority class" for line in fig.axes[1].get_lines())
+
+
+def add_folds(metrics, auc=(0.7, 0.03), accuracy=(0.8, 0.02)):
+    """thoracic_bce with cross-validated scores, and the thoracic dataset's reference."""
+    doc = json.loads((metrics / "thoracic_bce.json").read_text())
+    doc["cv"] = {
+        "auc": {"mean": auc[0], "sd": auc[1]},
+        "balanced_accuracy": {"mean": 0.52, "sd": 0.05},
+        "accuracy": {"mean": accuracy[0], "sd": accuracy[1]},
+        "folds": 5,
+        "repeats": 2,
+    }
+    (metrics / "thoracic_bce.json").write_text(json.dumps(doc))
+    ref = {
+        "folds": 5,
+        "repeats": 2,
+        "rows": 399,
+        "logistic": {
+            "auc": {"mean": 0.62, "sd": 0.04},
+            "balanced_accuracy": {"mean": 0.55, "sd": 0.02},
+            "accuracy": {"mean": 0.84, "sd": 0.01},
+        },
+        "majority": {
+            "auc": {"mean": 0.5, "sd": 0.0},
+            "balanced_accuracy": {"mean": 0.5, "sd": 0.0},
+            "accuracy": {"mean": 0.85, "sd": 0.004},
+        },
+    }
+    (metrics / "reference").mkdir()
+    (metrics / "reference" / "thoracic.json").write_text(json.dumps(ref))
+
+
+def test_crossval_table_and_words(tmp_path):
+    metrics, models = write_fixture(tmp_path)
+    add_folds(metrics)
+    variants = {"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}
+    frame = collect(variants, metrics, models)
+    references = read_references(list(variants.values()), metrics)
+    assert list(references) == ["thoracic"]  # fashion_mnist has none
+    report = to_markdown(frame, references)
+    main, cv = report.split("# Cross-validated, against the logistic reference")
+    assert "cv_auc" not in main  # the folds have their own table
+    assert "## thoracic: 5 folds x 2 repeats of 399 rows" in cv and "fashion_mnist" not in cv
+    assert "| thoracic_bce | 0.700 ± 0.030 | 0.520 ± 0.050 | 0.800 ± 0.020 | 0.650 |" in cv
+    assert "| logistic regression (reference) | 0.620 ± 0.040 |" in cv
+    assert "| majority class | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.850 ± 0.004 |" in cv
+    (line,) = [w for w in cv.splitlines() if w.startswith("- **thoracic_bce**")]
+    assert line.startswith(
+        "- **thoracic_bce**: beats the majority baseline: yes (AUC); beats the logistic"
+        " reference: yes (AUC)."
+    )
+    # AUC 0.70 - 0.03 > 0.62 + 0.04; balanced accuracy 0.52 ± 0.05 overlaps both bands
+    assert "AUC 0.700 ± 0.030 beats the majority baseline (0.500 ± 0.000)" in line
+    assert "balanced accuracy 0.520 ± 0.050 is within one sd of the majority baseline" in line
+    (logistic,) = [w for w in cv.splitlines() if w.startswith("- **logistic regression")]
+    assert "beats the majority baseline: yes (AUC, balanced accuracy)." in logistic
+    assert "logistic reference (" not in logistic  # against the majority only
+
+
+def test_relation_is_about_one_sd_bands():
+    assert relation((0.70, 0.03), (0.62, 0.04)) == "beats"
+    assert relation((0.65, 0.03), (0.62, 0.04)) == "is within one sd of"
+    assert relation((0.50, 0.01), (0.62, 0.04)) == "is below"
+    assert relation((0.52, 0.0), (0.5, 0.0)) == "beats"  # the majority's AUC has no spread
+
+
+def test_chart_has_error_bars_where_there_are_folds(tmp_path):
+    metrics, models = write_fixture(tmp_path)
+    add_folds(metrics, accuracy=(0.8, 0.05))
+    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    panels = chart_panels(frame)
+    assert "cv" not in panels["fashion_mnist"]
+    assert panels["thoracic"]["cv"] == [0.8] and panels["thoracic"]["cv_sd"] == [0.05]
+    fig = last_vs_best_chart(panels)
+    fashion, thoracic = fig.axes[:2]
+    bars = [c for c in thoracic.containers if c.get_label() == "cross-validated (mean ± sd)"]
+    assert len(bars) == 1 and bars[0].errorbar is not None
+    (segment,) = bars[0].errorbar.lines[2][0].get_segments()
+    assert np.allclose(sorted(segment[:, 0]), [0.75, 0.85])  # mean ± sd
+    assert not any(c.get_label().startswith("cross") for c in fashion.containers)
+    assert thoracic.get_xlim()[0] < 0.75

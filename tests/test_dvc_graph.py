@@ -117,12 +117,13 @@ def test_prepare_writes_one_file_per_split_and_dataset():
 
 
 def test_each_variant_depends_on_its_own_datasets_files_only():
-    """As DVC resolves the foreach stages: train@V reads V's dataset's train and val files,
-    evaluate@V its test file, so a change to one dataset's preparation leaves the other
-    dataset's variants up to date."""
+    """As DVC resolves the foreach stages: train@V and crossval@V read V's dataset's train and
+    val files, evaluate@V its test file, reference@D dataset D's train and val files, so a
+    change to one dataset's preparation leaves the other dataset's variants up to date."""
     from dvc.repo import Repo
 
-    cfgs = resolve_all_variants(load_params())
+    params = load_params()
+    cfgs = resolve_all_variants(params)
     with Repo(str(REPO_ROOT)) as repo:
         data_deps = {
             stage.name: {str(dep.def_path) for dep in stage.deps}
@@ -133,3 +134,7 @@ def test_each_variant_depends_on_its_own_datasets_files_only():
         own = {s: str(split_path(PREPARED_DIR, s, cfg["dataset"])) for s in SPLITS}
         assert data_deps[f"train@{name}"] == {own["train"], own["val"]}, name
         assert data_deps[f"evaluate@{name}"] == {own["test"]}, name
+        assert data_deps[f"crossval@{name}"] == {own["train"], own["val"]}, name
+    for dataset in params["crossval"]["datasets"]:
+        own = {str(split_path(PREPARED_DIR, s, dataset)) for s in ("train", "val")}
+        assert data_deps[f"reference@{dataset}"] == own, dataset

@@ -26,10 +26,17 @@ SEED_VARIANTS = [
 ]  # fmt: skip
 
 
+# Issue 10: the thoracic network on cleaned features, unweighted and class-weighted.
+CLEAN_VARIANTS = ["thoracic_bce_clean", "thoracic_bce_clean_balanced"]
+
+
 def test_default_params_define_every_seed_variant(params):
     cfgs = resolve_all_variants(params)
-    assert list(cfgs) == SEED_VARIANTS
-    assert {c["dataset"] for n, c in cfgs.items() if n.startswith("thoracic")} == {"thoracic"}
+    assert [n for n in cfgs if n in SEED_VARIANTS] == SEED_VARIANTS
+    assert sorted(cfgs) == sorted(SEED_VARIANTS + CLEAN_VARIANTS)
+    seed_thoracic = [n for n in SEED_VARIANTS if n.startswith("thoracic")]
+    assert {cfgs[n]["dataset"] for n in seed_thoracic} == {"thoracic"}
+    assert {cfgs[n]["dataset"] for n in CLEAN_VARIANTS} == {"thoracic_clean"}
 
 
 def test_merge_order_defaults_then_presets_then_variant(params):
@@ -128,8 +135,8 @@ def test_unknown_field_lists_every_allowed_one_including_presets(params):
         resolve_variant(params, "baseline")
     assert str(err.value) == (
         "variants.baseline: unknown field(s) unitz; allowed: activation, activity_l1,"
-        " batch_size, dataset, depth, dropout, epochs, kernel_l2, loss, lr_schedule, max_norm,"
-        " optimizer, patience, presets, steps_per_execution, units"
+        " batch_size, class_weight, dataset, depth, dropout, epochs, kernel_l2, loss, lr_schedule,"
+        " max_norm, optimizer, patience, presets, steps_per_execution, units"
     )
 
 
@@ -199,7 +206,7 @@ def test_a_typo_in_the_last_variant_fails_before_any_training(params):
         (
             ("mlflow_",),
             {},
-            "params.yaml: unknown field(s) mlflow_; allowed: compare, deterministic, evaluate,",
+            "params.yaml: unknown field(s) mlflow_; allowed: compare, crossval, deterministic,",
         ),
     ],
 )

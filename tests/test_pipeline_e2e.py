@@ -104,7 +104,8 @@ def test_second_repro_does_nothing_and_one_change_reruns_one_variant(tiny_repo):
     params["variants"]["baseline"]["patience"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(repo, "repro")
-    assert ran(out) == ["compare", "evaluate@baseline", "train@baseline"]
+    # crossval@baseline: a variant's params are its crossval stage's too (no folds here)
+    assert ran(out) == ["compare", "crossval@baseline", "evaluate@baseline", "train@baseline"]
 
 
 def test_rerun_from_clean_state_gives_bit_identical_metrics(tiny_repo):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_fashion
+from conftest import thoracic_rows, tiny_fashion
 
+from stages.fitting import class_weights
 from stages.params import StageError, resolve_variant
 from stages.train import best_epoch, configure_tf, flat_config, history_csv, train_model
 
@@ -83,3 +84,35 @@ def test_best_epoch_skips_nan_and_inf():
     assert best_epoch([float("inf"), 0.7, float("nan")]) == 2
     with pytest.raises(StageError, match="val_loss was never finite"):
         best_epoch([float("nan"), float("nan")])
+
+
+def test_class_weights_unset_balanced_and_given():
+    y = np.array([0] * 8 + [1] * 2)
+    assert class_weights({"dataset": "thoracic"}, y) is None  # unset: every row weighs 1
+    balanced = class_weights({"dataset": "thoracic", "class_weight": "balanced"}, y)
+    assert balanced == pytest.approx({0: 10 / (2 * 8), 1: 10 / (2 * 2)})
+    given = class_weights({"dataset": "thoracic", "class_weight": {0: 1, 1: 3}}, y)
+    assert given == {0: 1.0, 1: 3.0}
+
+
+def test_class_weights_reach_keras_fit(params, tmp_path, monkeypatch):
+    """The variant's class_weight is what Keras's fit gets (the tf.data batches carry no
+    sample weights, so fit turns it into per-row weights of the loss)."""
+    seen = []
+    original = keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("class_weight"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    rows = thoracic_rows(120, 4)
+    x, y = rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+    configure_tf(seed=7, deterministic=True, threads=1)
+    cfg = {**resolve_variant(params, "thoracic_bce_clean_balanced"), "epochs": 2}
+    train_model(cfg, (x[:90], y[:90]), (x[90:], y[90:]), tmp_path, tmp_path / "work")
+    n, positives = 90, int(y[:90].sum())
+    assert seen == [pytest.approx({0: n / (2 * (n - positives)), 1: n / (2 * positives)}, rel=1e-6)]
+    unweighted = {**cfg, "class_weight": None}
+    train_model(unweighted, (x[:90], y[:90]), (x[90:], y[90:]), tmp_path / "u", tmp_path / "w2")
+    assert seen[1] is None

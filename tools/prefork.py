@@ -37,7 +37,7 @@ from tools.forkserver import send_request, start_time
 
 # Variables that differ from stage to stage or test to test and are read at run time, not at
 # import time: the forked child gets them anyway, so they must not split servers.
-VOLATILE_ENV = ("DVC_", "PYTEST_", "MLFLOW_TRACKING_", "MLFLOW_RUN_", "MLFLOW_EXPERIMENT_")
+VOLATILE_ENV = ("DVC_", "PYTEST_", "MLFLOW_TRACKING_", "MLFLOW_RUN_", "MLFLOW_EXPERIMENT_", "RAY_")
 VOLATILE_NAMES = {"PWD", "OLDPWD", "SHLVL", "_", "DATA_MIRRORS"}
 POLL_S = 0.02
 # Linux only (pidfd); elsewhere, and where fork after importing TF is unsafe, run directly.

@@ -15,8 +15,8 @@ from stages.params import (
     REPO_ROOT,
     load_params,
     project_root,
-    require,
     run_stage,
+    study_variants,
 )
 
 
@@ -28,7 +28,7 @@ def main() -> None:
 
     params = load_params()
     mlflow = setup_mlflow(params)
-    variants = set(require(params, "variants"))
+    variants = set(study_variants(params))
     for path in tidy(mlflow.MlflowClient(), variants, REPO_ROOT / MODELS_DIR):
         print(f"tidy: removed {path} (its MLflow run, if still RUNNING, is now KILLED)")
 

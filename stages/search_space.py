@@ -1,0 +1,98 @@
+"""search.space of params.yaml: checked against the Variant model before Ray starts, turned
+into Ray Tune distributions, and each sampled trial config turned into the variant it is.
+
+A trial is the variant entry `{dataset: search.dataset, presets: search.base, <sampled
+fields>}` (learning_rate, beta_1, ... go under `optimizer`), merged over train.defaults and
+validated like any variant (stages.params.resolve_entry), with epochs = search.max_epochs.
+The best trial's entry, without `epochs`, is search/best.yaml: the searched variant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stages.config import SEARCH_FORMS, SEARCH_OPTIMIZER_KEYS
+from stages.params import ConfigError, require, resolve_entry, validate_params
+from stages.validation import names
+
+
+def distribution(spec: dict[str, Any]) -> tuple[str, list[Any]]:
+    """(form, values) of a validated search.space entry: ("uniform", [low, high]), ..."""
+    (form,) = (f for f in SEARCH_FORMS if spec.get(f) is not None)
+    return form, spec[form]
+
+
+def search_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml validated as a whole, then every searched value as a variant field.
+
+    Each choice, and each bound of a range, is validated alone over the base variant, so a
+    value no variant could have (an unknown activation, dropout 1.5, units 0) fails with one
+    line naming search.space.<key>, before any data is read or Ray starts."""
+    validate_params(params)
+    search = params["search"]
+    variants, presets = require(params, "variants"), require(params, "train.presets")
+    if search["variant"] in variants:
+        raise ConfigError(
+            f"search.variant: {search['variant']!r} is a key of variants; the searched"
+            " variant needs a name of its own"
+        )
+    for preset in search["base"]:
+        if preset not in presets:
+            raise ConfigError(f"search.base: unknown preset {preset!r}; allowed: {names(presets)}")
+    _check(params, search, {}, "search.base")
+    for key, spec in search["space"].items():
+        form, values = distribution(spec)
+        for value in values:  # a range draws floats, also between integer bounds
+            value = float(value) if form in ("uniform", "loguniform") else value
+            _check(params, search, {key: value}, f"search.space.{key}")
+    return search
+
+
+def _check(params: dict[str, Any], search: dict[str, Any], sampled: dict, key: str) -> None:
+    try:
+        trial_variant(params, search, sampled)
+    except ConfigError as err:
+        # "units: must be > 0, got 0" -> "search.space.units: must be > 0, got 0"
+        raise ConfigError(f"{key}: {str(err).split(': ', 1)[-1]}") from None
+
+
+def entry(search: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """The variant entry, as params.yaml's `variants` spell one, of sampled field values."""
+    out: dict[str, Any] = {"dataset": search["dataset"]}
+    if search["base"]:
+        out["presets"] = list(search["base"])
+    for key, value in sampled.items():
+        value = value.item() if hasattr(value, "item") else value  # NumPy scalars
+        if key in SEARCH_OPTIMIZER_KEYS:
+            out.setdefault("optimizer", {})[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def trial_variant(params: dict[str, Any], search: dict, sampled: dict) -> dict[str, Any]:
+    """The merged, validated config a trial trains: its entry, for search.max_epochs."""
+    own = {**entry(search, sampled), "epochs": search["max_epochs"]}
+    return resolve_entry(params, own, "")
+
+
+def tune_space(space: dict[str, Any]) -> dict[str, Any]:
+    """search.space as Ray Tune distributions (OptunaSearch turns them into Optuna's)."""
+    from ray import tune
+
+    forms = {
+        "choice": tune.choice,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "randint": lambda v: tune.randint(v[0], v[1] + 1),  # both bounds included
+    }
+    return {key: forms[form](values) for key, (form, values) in _forms(space)}
+
+
+def _forms(space: dict[str, Any]) -> list[tuple[str, tuple[str, list[Any]]]]:
+    return [(key, distribution(spec)) for key, spec in space.items()]
+
+
+def is_log(space: dict[str, Any], key: str) -> bool:
+    """Whether a searched field is drawn on a log scale (plotted on one)."""
+    return distribution(space[key])[0] == "loguniform"

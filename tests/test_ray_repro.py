@@ -1,0 +1,223 @@
+"""tools/ray_repro.py: the DVC graph's stale stages as Ray tasks, one batched commit.
+
+Most tests use a small DVC project with shell commands (no TensorFlow); the last one runs the
+tiny study on a two-node Ray cluster on 127.0.0.1 and compares it with a sequential repro.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import dvc, sh, tiny_params
+
+from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
+from stages.params import REPO_ROOT, load_params
+from tools.ray_repro import descendants, plan
+
+RUNNER = load_params()["runner"]
+RAY_PROCESS = "raylet|gcs_server"
+
+
+def project(tmp_path: Path, stages: dict) -> Path:
+    """A git + DVC repository with these dvc.yaml stages and params.yaml's runner section."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q")
+    dvc(repo, "init", "-q")
+    (repo / "params.yaml").write_text(yaml.safe_dump({"runner": RUNNER}))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    for package in ("tools", "stages"):
+        (repo / package).symlink_to(REPO_ROOT / package)
+    commit(repo, "project")
+    return repo
+
+
+def stage(cmd: str, outs: list[str], deps: list[str] = ()) -> dict:
+    return {"cmd": cmd, "outs": outs, **({"deps": list(deps)} if deps else {})}
+
+
+GRAPH = {
+    "a": stage("echo a > a.txt", ["a.txt"]),
+    "b": stage("cat a.txt > b.txt", ["b.txt"], ["a.txt"]),
+    "c": stage("echo c > c.txt", ["c.txt"]),
+    "d": stage("cat c.txt b.txt > d.txt", ["d.txt"], ["c.txt", "b.txt"]),
+    "e": stage("echo e > e.txt", ["e.txt"]),
+}
+
+
+def runner(repo: Path, *args: str, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "tools.ray_repro", *args]
+    return subprocess.Popen(
+        cmd, cwd=repo, env=pipeline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, **popen,
+    )  # fmt: skip
+
+
+def run_runner(repo: Path, *args: str) -> tuple[int, str, str]:
+    proc = runner(repo, *args)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def status(repo: Path, *targets: str) -> dict:
+    out = sh(repo, dvc_bin(), "status", "--json", "--with-deps", *targets)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ray_processes() -> set[int]:
+    found = subprocess.run(["pgrep", "-f", RAY_PROCESS], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def test_plan_follows_dvc_graph(tmp_path):
+    from dvc.repo import Repo
+
+    root = project(tmp_path, GRAPH)
+    repo = Repo(str(root))
+    stages = plan(repo)
+    assert {name: deps for name, (_, deps) in stages.items()} == {
+        "a": set(), "b": {"a"}, "c": set(), "d": {"b", "c"}, "e": set(),
+    }  # fmt: skip
+    order = list(stages)
+    assert order.index("a") < order.index("b") < order.index("d")
+    # A target (relative to the working directory, as for dvc) and what it depends on.
+    assert set(plan(repo, [f"{root}/dvc.yaml:b"])) == {"a", "b"}
+
+
+def test_descendants_are_transitive():
+    needs = {"a": set(), "b": {"a"}, "c": set(), "d": {"b", "c"}, "e": set()}
+    assert descendants(needs, "a") == {"b", "d"}
+    assert descendants(needs, "c") == {"d"}
+    assert descendants(needs, "e") == set()
+
+
+def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):
+    repo = project(tmp_path, GRAPH)
+    code, out, err = run_runner(repo)
+    assert code == 0, err
+    assert (repo / "d.txt").read_text() == "c\na\n"
+    assert status(repo) == {}
+    assert "Running stage" not in dvc(repo, "repro")  # DVC agrees: nothing to do
+    assert out.count("Updating lock file") <= 1 and "Updating lock file" in out + err
+    # DVC's run-cache knows each result: with outputs gone, they are restored, not rerun.
+    for name in ("a.txt", "b.txt"):
+        (repo / name).unlink()
+    code, out, err = run_runner(repo)
+    assert code == 0, err
+    # A stage without deps has no run-cache entry (for DVC neither): a runs again.
+    assert "a: run" in out and "b: restored" in out and "d: up to date" in out
+    assert (repo / "b.txt").read_text() == "a\n"
+    (repo / "d.txt").unlink()
+    assert "Stage 'd' is cached" in dvc(repo, "repro")  # dvc's own repro finds it too
+
+
+def test_failure_stops_only_what_depends_on_it(tmp_path):
+    graph = {**GRAPH, "c": stage("echo broken; exit 3", ["c.txt"])}
+    repo = project(tmp_path, graph)
+    code, _, err = run_runner(repo)
+    assert code == 1
+    log = repo / ".dvc" / "tmp" / "ray_repro" / "c.log"
+    assert f"failed: c (log: {log})" in err
+    assert "broken" in log.read_text()
+    assert "not run: d" in err and not (repo / "d.txt").exists()
+    # Everything else finished and is recorded; only the failed stage and its dependent are not.
+    assert set(status(repo)) == {"c", "d"}
+    assert (repo / "e.txt").read_text() == "e\n"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_signal_stops_every_stage_and_commits_only_finished(tmp_path, how):
+    graph = {
+        "quick": stage("echo q > q.txt", ["q.txt"]),
+        "slow": stage("echo partial > s.txt; echo $$ > slow.pid; exec sleep 120", ["s.txt"]),
+    }
+    repo = project(tmp_path, graph)
+    before = ray_processes()
+    proc = runner(repo, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not ((repo / "slow.pid").exists() and (repo / "q.txt").exists()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1)  # the quick stage's result reaches the driver
+    sleeper = int((repo / "slow.pid").read_text())
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:  # a terminal's ^C reaches the whole foreground process group
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    with pytest.raises(ProcessLookupError):
+        os.kill(sleeper, 0)
+    assert set(status(repo)) == {"slow"}  # quick is committed, the half-written stage is not
+    deadline = time.monotonic() + 30
+    while ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_processes() - before, "Ray processes left behind"
+
+
+VARIANTS = ["thoracic_cce", "baseline", "dropout"]
+
+
+def test_bad_settings_fail_before_anything_runs(tmp_path):
+    repo = project(tmp_path, GRAPH)
+    params = {"runner": {**RUNNER, "parallel": {**RUNNER["parallel"], "cpus_per_stage": 0}}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    code, out, err = run_runner(repo)
+    assert code == 1 and "runner.parallel.cpus_per_stage" in err and not out
+    assert not (repo / "a.txt").exists()
+
+
+@pytest.mark.slow
+def test_tiny_study_on_two_node_cluster_matches_sequential_repro(tmp_path, mirror, monkeypatch):
+    """Stages on both nodes (their MLflow runs say so), metrics byte-identical to `dvc repro`."""
+    import mlflow
+    import ray._private.ray_constants as ray_constants
+    from ray.cluster_utils import Cluster
+
+    # Every node's address on 127.0.0.1 (else Ray advertises this machine's outward address).
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+
+    repos = {}
+    for name in ("parallel", "sequential"):
+        repo = copy_repo(tmp_path / name)
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        tiny = tiny_params(params, mirror, VARIANTS)
+        (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
+        commit(repo, "tiny params")
+        repos[name] = repo
+    # The variants' stages (the search, tested in tests/test_search*.py, would add ~40 s).
+    targets = [f"evaluate@{name}" for name in VARIANTS]
+    dvc(repos["sequential"], "repro", *targets)
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        env = pipeline_env(RAY_ADDRESS=cluster.address, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.ray_repro", *targets], cwd=repos["parallel"], env=env,
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        cluster.shutdown()
+    repo = repos["parallel"]
+    assert status(repo, *targets) == {}  # the targets and everything they depend on
+    for name in VARIANTS:  # search.json also holds wall times
+        path = Path("metrics") / f"{name}.json"
+        assert (repo / path).read_bytes() == (repos["sequential"] / path).read_bytes(), name
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(load_params()["mlflow"]["experiment"])
+    runs = client.search_runs([exp.experiment_id])
+    nodes = {r.data.tags.get("ray_node_id") for r in runs if r.info.run_name in VARIANTS}
+    assert None not in nodes and len(nodes) == 2, nodes

@@ -1,0 +1,100 @@
+"""The Ray task of tools/ray_repro.py: run one stage's commands on whichever node Ray picks.
+
+The commands are DVC's (dvc.yaml's `cmd`, so `python -m tools.prefork ...`: each node keeps
+its own warm server). Shipped to workers by value, so a node needs only the repository at the
+same path, not this module on its Python path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+# Stage logs: in .dvc/tmp, which git and DVC ignore.
+LOG_DIR = Path(".dvc") / "tmp" / "ray_repro"
+PR_SET_PDEATHSIG = 1
+POLL_S = 0.1
+
+
+def _die_with_parent() -> None:
+    """In the command's process: SIGTERM it if the Ray worker that started it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM the command's process group (prefork relays it to the stage), then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, timeout_s)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _copy(source: Any, log: Any, name: str) -> None:
+    """Each line to the log and, prefixed with the stage name, to Ray's log stream."""
+    for line in source:
+        log.write(line)
+        log.flush()
+        sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def stage(
+    name: str, cmds: list[str], cwd: str, env: dict[str, str], log: str, stop_timeout_s: float
+) -> dict[str, Any]:
+    """Run the commands in order (as DVC does: stop at the first failure), output to the log
+    and, line by line and prefixed with the stage name, to Ray's log stream (the driver)."""
+    node = ray.get_runtime_context().get_node_id()
+    # The stage records where it ran (stages/tracking.py tags its MLflow runs with it).
+    env = {**env, "RAY_NODE_ID": node}
+    shell = env.get("SHELL") or "/bin/sh"
+    start, code = time.monotonic(), 0
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        for cmd in cmds:
+            out.write(f"$ {cmd}\n".encode())
+            proc = subprocess.Popen(
+                cmd,
+                shell=True,
+                executable=shell,
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own group: stopped as a whole, not by a tty ^C
+                preexec_fn=_die_with_parent,
+            )
+            # Output is copied by a thread, so this one stays in Python code, where Ray's
+            # cancel (a KeyboardInterrupt) can reach it.
+            copier = threading.Thread(target=_copy, args=(proc.stdout, out, name), daemon=True)
+            copier.start()
+            try:
+                while (code := proc.poll()) is None:
+                    time.sleep(POLL_S)
+            except BaseException:  # ray.cancel (KeyboardInterrupt), worker shutdown
+                _stop(proc, stop_timeout_s)
+                raise
+            finally:
+                copier.join(stop_timeout_s)
+            if code:
+                break
+    return {"code": code, "node": node, "seconds": time.monotonic() - start, "log": log}
+
+
+run_command = ray.remote(stage)
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
