@@ -30,7 +30,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 # Results main keeps in git (cache: false outputs): a copy makes its own.
-RESULTS = ("metrics/", "plots/", "reports/")
+RESULTS = ("metrics/", "plots/", "reports/", "search/")
 
 
 def copy_repo(dest: Path) -> Path:
