@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from stages.formats import load_split, split_path
-from stages.params import PREPARED_DIR, load_params, require, resolve_all_variants
+from stages.params import (
+    PREPARED_DIR,
+    load_params,
+    require,
+    resolve_all_variants,
+    resolve_variant,
+    study_variants,
+)
 
 
 def notebook(cfg: dict, train: tuple, val: tuple, out: Path) -> dict:
@@ -48,7 +55,9 @@ def main() -> None:
     parser.add_argument("repo", type=Path)
     args = parser.parse_args()
     params = load_params(args.repo)
+    # The pipeline's variants: `variants`, then the searched one (from search/best.yaml).
     cfgs = resolve_all_variants(params)
+    cfgs.update({n: resolve_variant(params, n) for n in study_variants(params) if n not in cfgs})
     import keras
 
     from stages.train import configure_tf, train_model

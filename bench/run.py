@@ -3,8 +3,9 @@
   python -m bench.run            # the full default study (about an hour here)
   python -m bench.run --quick    # every variant for 2 epochs, for a quick look
 
-Runs in a temporary copy of the repo reduced to the seed study (its 18 variants; no search,
-no cross-validation: see seed_study): fetch (untimed), then `dvc repro` (pipeline), again
+Runs in a temporary copy of the repo reduced to the seed study (its 18 variants and the
+searched variant from main's pinned search/best.yaml; no search, no cross-validation: see
+seed_study): fetch (untimed), then `dvc repro` (pipeline), again
 (noop), after one Fashion-MNIST param change (onechange); the same study in a second copy
 under the parallel runner (parallel: tools/ray_repro.py, what `make repro` runs; its
 metrics must be byte-identical), then the same variants in one untracked process with the
@@ -31,15 +32,15 @@ from pathlib import Path
 import yaml
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
-from stages.params import REPO_ROOT
+from stages.params import REPO_ROOT, SEARCH_BEST
 from tools.prefork import socket_dir, stop_servers
 
 CHANGED_VARIANT = "baseline"
-# Like with like: bare and notebook train and evaluate the seed study's variants, so the timed
-# pipeline is that study too (the search has its own benchmark, bench/search.py, and
-# cross-validation is off: crossval@V stages only write their cv.json without folds).
+# Like with like: bare and notebook train the same variants as the timed pipeline: the seed
+# study's 18 and the searched variant, whose config is main's search/best.yaml, pinned (the
+# search itself has its own benchmark, bench/search.py); cross-validation is off (crossval@V
+# stages only write their cv.json without folds).
 SEED_DATASETS = ("thoracic", "fashion_mnist")
-SEARCH_STAGES = ("search", "train_searched", "crossval_searched", "evaluate_searched")
 QUICK_EPOCHS = 2
 # Runs a command and reports the largest RSS among it and every descendant it waited for.
 RUSAGE = (
@@ -74,7 +75,8 @@ def forked_runs() -> list[dict]:
 
 
 def seed_study(repo: Path, quick: bool) -> dict:
-    """Reduce the copy to the seed study's variants, without search or cross-validation."""
+    """Reduce the copy to the seed study's variants and the searched variant (main's pinned
+    search/best.yaml), without the search or cross-validation."""
     params_path, dvc_path = repo / "params.yaml", repo / "dvc.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["variants"] = {
@@ -86,9 +88,11 @@ def seed_study(repo: Path, quick: bool) -> dict:
         params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     dvc_yaml = yaml.safe_load(dvc_path.read_text())
-    for name in (*SEARCH_STAGES, "reference"):  # reference: per cross-validated dataset
-        dvc_yaml["stages"].pop(name, None)
+    for name in ("search", "reference"):  # reference: per cross-validated dataset
+        dvc_yaml["stages"].pop(name)
     dvc_path.write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    (repo / SEARCH_BEST).parent.mkdir(exist_ok=True)
+    (repo / SEARCH_BEST).write_bytes((REPO_ROOT / SEARCH_BEST).read_bytes())
     commit(repo, "seed study")
     return params
 
