@@ -20,7 +20,7 @@ from conftest import dvc, sh, tiny_params
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, load_params
-from tools.ray_repro import descendants, plan
+from tools.dvc_graph import descendants, plan
 
 RUNNER = load_params()["runner"]
 RAY_PROCESS = "raylet|gcs_server"

@@ -16,133 +16,18 @@ stages that finished. Settings: params.yaml `runner.parallel` (they change no re
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tools.dvc_graph import commit, descendants, params_parsed_once, plan, prepare_stage, stage_env
 
 # Ray dedups identical log lines across workers ("[repeated 2x across cluster]"): not here.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 WAIT_S = 0.5
-
-
-def stage_name(repo: Any, stage: Any) -> str:
-    """`name` for the root dvc.yaml's stages, `path/dvc.yaml:name` for others (root-relative,
-    unlike Stage.addressing, which is relative to the working directory)."""
-    path = os.path.relpath(stage.path, repo.root_dir)
-    return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
-
-
-def plan(repo: Any, targets: Iterable[str] = ()) -> dict[str, tuple[Any, set[str]]]:
-    """{stage name: (stage, names of the stages it depends on)}, in DVC's topological order."""
-    import networkx as nx
-
-    graph = repo.index.graph  # edges point from a stage to the stages it depends on
-    stages = [s for t in targets for s in repo.stage.collect(t, with_deps=True)] or list(graph)
-    wanted = set(stages)
-    order = [s for s in reversed(list(nx.topological_sort(graph))) if s in wanted]
-    return {
-        stage_name(repo, s): (s, {stage_name(repo, d) for d in graph.successors(s)}) for s in order
-    }
-
-
-def descendants(needs: dict[str, set[str]], name: str) -> set[str]:
-    """Every stage that depends on `name`, directly or not."""
-    out, frontier = set(), {name}
-    while frontier:
-        frontier = {s for s, deps in needs.items() if deps & frontier} - out
-        out |= frontier
-    return out
-
-
-def prepare_stage(repo: Any, stage: Any) -> str:
-    """As `dvc repro` does before running a command: 'up to date', 'restored' or 'run'."""
-    from dvc.stage.cache import RunCacheNotFoundError
-
-    if stage.frozen or not stage.cmd or not stage.changed():
-        return "up to date"
-    stage.remove_outs(ignore_remove=False, force=False)
-    try:
-        repo.stage_cache.restore(stage)
-        return "restored"
-    except RunCacheNotFoundError:
-        stage.save_deps()
-        return "run"
-
-
-@contextlib.contextmanager
-def params_parsed_once() -> Iterator[None]:
-    """Parse each params file once per content, not once per params dependency and check.
-
-    DVC re-parses params.yaml for every params dependency whenever it hashes one (status,
-    save, run-cache): measured on a generated 54-variant graph, 1,193 parses took 24 s of the
-    runner's 67 s. The key includes the file's mtime and size, and the runner holds DVC's repo
-    lock, so a changed file is parsed again; callers get a copy, as from a fresh parse.
-    """
-    import dvc.dependency.param as param
-
-    original, original_dpath, cache = param.load_path, param.dpath, {}
-
-    def load_path(path: str, fs: Any, **kwargs: Any) -> Any:
-        info = fs.info(path)
-        key = (path, info.get("mtime"), info.get("size"), tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = original(path, fs, **kwargs)
-        return copy.deepcopy(cache[key])
-
-    param.load_path, param.dpath = load_path, _FastDpath(original_dpath)
-    try:
-        yield
-    finally:
-        param.load_path, param.dpath = original, original_dpath
-
-
-class _FastDpath:
-    """dpath with a direct lookup for plain dotted keys: dpath.get walks the whole params tree
-    for each key (5,484 calls, 11.8 s, on the same 54-variant graph). Anything else, a glob or
-    a missing key, goes to dpath itself, so results and errors are dpath's."""
-
-    def __init__(self, dpath: Any) -> None:
-        self._dpath = dpath
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dpath, name)
-
-    def get(self, obj: Any, glob: str, separator: str = "/", **kwargs: Any) -> Any:
-        node = obj
-        if not any(c in glob for c in "*?[]"):
-            for part in glob.split(separator):
-                if not (isinstance(node, dict) and part in node):
-                    break
-                node = node[part]
-            else:
-                return node
-        return self._dpath.get(obj, glob, separator=separator, **kwargs)
-
-
-def commit(stages: list[Any]) -> None:
-    """Record finished stages as `dvc repro` would (save, run-cache, commit), one lock write."""
-    by_file: dict[Any, list[Any]] = {}
-    for stage in stages:
-        # As Stage.run: a stage with an uncached non-metric, non-plot output has no run-cache.
-        uncached = any(not o.use_cache for o in stage.outs if not (o.is_metric or o.is_plot))
-        stage.save(run_cache=not uncached)
-        stage.commit()
-        by_file.setdefault(stage.dvcfile, []).append(stage)
-    for dvcfile, group in by_file.items():
-        dvcfile.dump_stages(group, update_pipeline=False)
-
-
-def stage_env(repo: Any, stage: Any) -> dict[str, str]:
-    """The environment DVC gives a stage command (dvc/stage/run.py: DVC_ROOT, DVC_STAGE)."""
-    env = {**os.environ, "DVC_STAGE": stage_name(repo, stage)}
-    env.setdefault("DVC_ROOT", repo.root_dir)
-    return env
 
 
 def start_ray(settings: dict[str, Any]) -> bool:
