@@ -10,6 +10,8 @@ train and val files (the held-out rows and labels in models/<v>/cv.json must be 
 fold's AUC, balanced accuracy and accuracy recomputed from the saved probabilities, their mean
 and sd with the statistics module, against metrics/<v>.json's `cv`; the logistic reference
 refitted and the majority class counted, against metrics/reference/<dataset>.json.
+Seeds (check_seeds, after a run with seeds.repeats > 1): every seed's models' test accuracy
+with scikit-learn, their mean and sd with the statistics module, against `seeds`.
 Prints one line per variant and the largest difference per metric.
 """
 
@@ -152,6 +154,42 @@ def check_crossval(params: dict, cfgs: dict[str, dict]) -> dict[str, float]:
     return worst
 
 
+def check_seeds(cfgs: dict[str, dict], eval_cfg: dict) -> dict[str, float]:
+    """metrics/<v>.json's `seeds` recomputed: each seed's last and best model (train@V's and
+    models/<v>/seeds/seed<S>/) predicting the test split, scikit-learn's accuracy of the
+    predictions, their mean and sample sd with the statistics module."""
+    import keras
+    from sklearn.metrics import accuracy_score
+
+    worst: dict[str, float] = {}
+    for name, cfg in cfgs.items():
+        reported = json.loads((REPO_ROOT / METRICS_DIR / f"{name}.json").read_text()).get("seeds")
+        if not reported:
+            continue
+        x, y = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", cfg["dataset"]))
+        _, *others = reported["seeds"]  # the first is train@V's own
+        dirs = [REPO_ROOT / MODELS_DIR / name] + [
+            REPO_ROOT / MODELS_DIR / name / "seeds" / f"seed{s}" for s in others
+        ]
+        found = {}
+        for which in ("last", "best"):
+            accs = []
+            for where in dirs:
+                out = keras.saving.load_model(where / f"{which}.keras").predict(x, verbose=0)
+                threshold = eval_cfg["threshold"]
+                pred = out.argmax(1) if out.shape[1] > 1 else (out[:, 0] >= threshold)
+                accs.append(accuracy_score(y, pred.astype(int)))
+            stats = reported[f"{which}_accuracy"]
+            found[f"seeds_{which}_accuracy_mean"] = abs(stats["mean"] - statistics.mean(accs))
+            found[f"seeds_{which}_accuracy_sd"] = abs(stats["sd"] - statistics.stdev(accs))
+        print(
+            f"{name}: seeds {reported['seeds']} "
+            + ", ".join(f"{k} {v:.1e}" for k, v in found.items())
+        )
+        worst = {k: max(v, worst.get(k, 0.0)) for k, v in (worst | found).items()}
+    return worst
+
+
 def main() -> None:
     import keras
 
@@ -172,6 +210,7 @@ def main() -> None:
                 parts.append(f"{key} {reported[key]:.6f} vs {value:.6f}")
         print(f"{name}: " + "; ".join(parts))
     worst |= check_crossval(params, cfgs)
+    worst |= check_seeds(cfgs, params["evaluate"])
     print(
         "largest |reported - independent|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
     )

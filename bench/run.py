@@ -134,10 +134,9 @@ def main() -> None:
         figures["onechange_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
         ran = stages_run(out)
         print(f"onechange ({CHANGED_VARIANT}.patience): {figures['onechange_s']:.1f} s, ran {ran}")
-        # crossval@V too: a variant's params are its crossval stage's params (it writes no folds).
-        expected = sorted(
-            ["compare", *(f"{s}@{CHANGED_VARIANT}" for s in ("crossval", "evaluate", "train"))]
-        )
+        # crossval@V and seeds@V too: a variant's params are theirs (no folds, one seed here).
+        per_variant = ("crossval", "evaluate", "seeds", "train")
+        expected = sorted(["compare", *(f"{s}@{CHANGED_VARIANT}" for s in per_variant)])
         if ran != expected:
             sys.exit(f"bench: one change reran {ran}, expected {expected}")
 

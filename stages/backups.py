@@ -145,10 +145,9 @@ def tidy(client: Any, variants: set[str], models_dir: Path) -> list[Path]:
     run whose stage DVC then restored from its cache instead of rerunning it)."""
     removed = []
     for variant_dir in sorted(project_root().joinpath(BACKUP_DIR).glob("*")):
-        summary = models_dir / variant_dir.name / "train.json"
-        done = json.loads(summary.read_text()).get("key") if summary.is_file() else None
+        done = finished_keys(models_dir / variant_dir.name)
         for path, saved in abandoned(variant_dir, keep=None):
-            if variant_dir.name in variants and path.name != done:
+            if variant_dir.name in variants and path.name not in done:
                 continue  # may be resumed by the next run with these settings
             end_killed(client, (saved or {}).get("meta", {}).get("run_id"))
             discard(path)
@@ -156,3 +155,10 @@ def tidy(client: Any, variants: set[str], models_dir: Path) -> list[Path]:
         if variant_dir.is_dir() and not any(variant_dir.iterdir()):
             variant_dir.rmdir()
     return removed
+
+
+def finished_keys(variant_models: Path) -> set[str]:
+    """The keys of the variant's finished trainings in models/<variant>/: train@V's
+    train.json and each other seed's (seeds@V: seeds/seed<S>/train.json)."""
+    summaries = [variant_models / "train.json", *variant_models.glob("seeds/seed*/train.json")]
+    return {json.loads(path.read_text()).get("key") for path in summaries if path.is_file()}

@@ -24,6 +24,7 @@ from stages.params import (
     run_stage,
     study_variants,
 )
+from stages.seedreport import SEED_COLUMNS, seed_fields, seeds_markdown
 
 COLUMNS = [
     "variant",
@@ -73,7 +74,7 @@ def collect(variants: dict[str, str], metrics_dir: Path, models_dir: Path) -> pd
         for name, stats in metrics.get("cv", {}).items():
             if isinstance(stats, dict):
                 row |= {f"cv_{name}_mean": stats["mean"], f"cv_{name}_sd": stats["sd"]}
-        rows.append(row)
+        rows.append(row | seed_fields(metrics))
     frame = pd.DataFrame(rows)
     extras = [c for c in frame.columns if c not in COLUMNS]
     return frame[COLUMNS + extras]
@@ -89,7 +90,8 @@ def to_markdown(frame: pd.DataFrame, references: dict[str, dict[str, Any]] | Non
     ]
     diag_cols = [f"{w}_{d}" for d in DIAGNOSTICS for w in ("last", "best")]
     present = [c for c in diag_cols if c in frame.columns]
-    parts += _tables(frame.drop(columns=[*present, *frame.columns.intersection(CV_COLUMNS)]))
+    aside = [*present, *frame.columns.intersection([*CV_COLUMNS, *SEED_COLUMNS])]
+    parts += _tables(frame.drop(columns=aside))
     diag = frame[["variant", "dataset", *present]].dropna(how="all", subset=present)
     if present and not diag.empty:
         parts.append(
@@ -100,6 +102,7 @@ def to_markdown(frame: pd.DataFrame, references: dict[str, dict[str, Any]] | Non
         )
         parts += _tables(diag)
     parts += crossval_markdown(frame, references or {})
+    parts += seeds_markdown(frame)
     return "\n".join(parts) + "\n"
 
 
@@ -129,7 +132,9 @@ def write_plot_csv(frame: pd.DataFrame, path: Path) -> None:
 def chart_panels(frame: pd.DataFrame) -> dict[str, dict]:
     """compare.png's data: per dataset its variants' last and best accuracy, the
     majority-class accuracy where the metrics have it (thoracic), and where there are folds
-    the cross-validated accuracy's mean and sd ("cv", "cv_sd"; NaN for a variant without)."""
+    the cross-validated accuracy's mean and sd ("cv", "cv_sd"; NaN for a variant without).
+    When every variant of the dataset has several seeds, last and best are their means over
+    the seeds, with "last_sd", "best_sd" and "seeds" (the fewest seeds of a variant)."""
     panels = {}
     for dataset, group in frame.groupby("dataset", sort=False):
         majority = group.get("majority_accuracy")
@@ -139,6 +144,13 @@ def chart_panels(frame: pd.DataFrame) -> dict[str, dict]:
             "best": list(group["best_accuracy"]),
             "majority": None if majority is None or majority.isna().all() else majority.max(),
         }
+        seeds = group.get("seeds")
+        if seeds is not None and (seeds > 1).all():  # bars: the mean over the seeds, ± sd
+            panels[dataset] |= {
+                "seeds": int(seeds.min()),
+                **{w: list(group[f"{w}_accuracy_mean"]) for w in ("last", "best")},
+                **{f"{w}_sd": list(group[f"{w}_accuracy_sd"]) for w in ("last", "best")},
+            }
         cv = group.get("cv_accuracy_mean")
         if cv is not None and cv.notna().any():
             panels[dataset] |= {"cv": list(cv), "cv_sd": list(group["cv_accuracy_sd"])}
@@ -151,7 +163,8 @@ def last_vs_best_chart(panels: dict[str, dict]) -> Any:
     one legend below the panels, clear of the bars.
 
     panels: dataset -> {"variants": [...], "last": [...], "best": [...], "majority": float|None}
-    and, for a dataset with folds, "cv" and "cv_sd" [...]: a third bar with ± sd error bars.
+    and, for a dataset with folds, "cv" and "cv_sd" [...]: a third bar with ± sd error bars;
+    with "seeds", "last_sd" and "best_sd": last and best are means, drawn with ± sd bars.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -168,11 +181,17 @@ def last_vs_best_chart(panels: dict[str, dict]) -> Any:
         y = np.arange(len(panel["variants"]))
         step = 0.27 if "cv" in panel else 0.4
         shift = step if "cv" in panel else step / 2  # last, best[, cv] centred on the tick
-        ax.barh(y - shift, panel["last"], height=step, label="last model", color="#9ecae1")
-        ax.barh(
-            y - shift + step, panel["best"], height=step, label="best checkpoint", color="#3182bd"
-        )
-        values = [*panel["last"], *panel["best"]]
+        over = f" (mean ± sd, {panel['seeds']} seeds)" if "seeds" in panel else ""
+        values = []
+        for offset, which, label, color in (
+            (-shift, "last", "last model", "#9ecae1"),
+            (step - shift, "best", "best checkpoint", "#3182bd"),
+        ):
+            mean = np.array(panel[which], dtype=float)
+            sd = np.array(panel.get(f"{which}_sd", np.zeros(len(mean))), dtype=float)
+            xerr = sd if "seeds" in panel else None
+            ax.barh(y + offset, mean, height=step, xerr=xerr, label=label + over, color=color)
+            values += [*(mean - sd), *(mean + sd)]
         if "cv" in panel:
             mean, sd = np.array(panel["cv"], dtype=float), np.array(panel["cv_sd"], dtype=float)
             label = "cross-validated (mean ± sd)"

@@ -2,9 +2,11 @@
 
 Usage: python -m stages.evaluate VARIANT
 Writes metrics/<variant>.json (with `cv`: the crossval stage's folds of the variant scored,
-mean and sd per metric) and plots/confusion/<variant>.csv, and logs the same numbers to
-child runs "<variant>/last" and "<variant>/best" of the variant's training run,
-with evaluate's params, linked to the two logged models.
+mean and sd per metric; with `seeds`, when the seeds stage trained other seeds: each seed's
+last and best models scored, mean and sd per metric) and plots/confusion/<variant>.csv, and
+logs the same numbers to child runs "<variant>/last" and "<variant>/best" of the variant's
+training run (and "<variant>/seed<S>/..." of each other seed's), with evaluate's params,
+linked to the logged models.
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ from stages.params import (
     PLOTS_DIR,
     PREPARED_DIR,
     REPO_ROOT,
+    SEEDS_DIR,
+    SEEDS_FILE,
     load_params,
     require,
     run_stage,
+    seed_dir,
     variant_arg,
 )
+from stages.scoring import METRIC_DIGITS, score_model, seeds_spread
 
 # What evaluate reads from the train stage's models/<v>/train.json.
 TRAIN_SUMMARY_KEYS = {
     "dataset",
+    "seed",
     "loss",
     "depth",
     "activation",
@@ -39,61 +46,6 @@ TRAIN_SUMMARY_KEYS = {
     "best_epoch",
     "epochs_run",
 }
-METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
-
-
-def score_model(
-    model: Any, x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], eval_cfg: dict[str, Any]
-) -> tuple[dict[str, float], np.ndarray]:
-    """Test loss, penalty, accuracy (plus AUC and balanced accuracy for thoracic), predictions.
-
-    `loss` is the data loss alone: the variant's loss function on the predictions.
-    model.evaluate() adds the model's own regularization terms (L2 kernel, L1 activity),
-    which would rank regularized variants by their penalty; that part is `penalty`.
-    (evaluate()'s graph also rounds differently: 0.47372 vs 0.47348 for the baseline's
-    best model on the real test split, which has no penalty at all; sklearn: 0.47346.)
-    """
-    import keras
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-
-    from stages.model import binary, class_probabilities, encode_labels
-
-    batch = eval_cfg["batch_size"]
-    target = encode_labels(y, cfg)
-    outputs = model.predict(x, batch_size=batch, verbose=0)
-    per_example = keras.losses.get(cfg["loss"])(target, outputs)
-    data_loss = float(np.mean(keras.ops.convert_to_numpy(per_example)))
-    probs = class_probabilities(outputs, cfg)
-    if binary(cfg["dataset"]):
-        pred = (probs[:, 1] >= eval_cfg["threshold"]).astype(np.int64)
-    else:
-        pred = probs.argmax(axis=1)
-    scores = {
-        "loss": data_loss,
-        "penalty": regularization_penalty(model, x, batch),
-        "accuracy": float(accuracy_score(y, pred)),
-    }
-    if binary(cfg["dataset"]):
-        # AUC is undefined on a one-class split; NaN would break JSON, so leave it out.
-        if len(np.unique(y)) == 2:
-            scores["auc"] = float(roc_auc_score(y, probs[:, 1]))
-        scores["balanced_accuracy"] = float(balanced_accuracy_score(y, pred))
-    return {k: round(v, METRIC_DIGITS) for k, v in scores.items()}, pred
-
-
-def regularization_penalty(model: Any, x: np.ndarray, batch: int) -> float:
-    """Mean over the batches of x of the model's regularization losses (what Keras adds to
-    the data loss in training and evaluate): L2 kernel terms, and L1 activity terms of the
-    batch's activations. 0.0 for a model without regularizers."""
-    import keras
-
-    total = 0.0
-    for start in range(0, len(x), batch):
-        rows = x[start : start + batch]
-        model(rows, training=False)  # the activity regularizers see this batch
-        terms = [float(keras.ops.convert_to_numpy(term)) for term in model.losses]
-        total += sum(terms) * len(rows)
-    return total / len(x)
 
 
 def evaluate_variant(
@@ -144,6 +96,28 @@ def cv_metrics(path: Path, variant: str, threshold: float) -> dict[str, Any] | N
     return {**scores, "folds": doc["folds"], "repeats": doc["repeats"]}
 
 
+def seed_scores(
+    seeds_dir: Path, variant: str, eval_cfg: dict[str, Any], test: tuple
+) -> dict[int, tuple[dict[str, Any], dict[str, dict[str, float]]]]:
+    """The seeds stage's other trainings of the variant (models/<v>/seeds/): per seed its
+    train.json and the test scores of its last and best models."""
+    import keras
+
+    path = seeds_dir / SEEDS_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `dvc repro seeds@{variant}`")
+    out = {}
+    for seed in json.loads(path.read_text())["seeds"]:
+        where = seed_dir(seeds_dir, seed)
+        trained = read_train_summary(where / "train.json", variant)
+        scores = {}
+        for which in ("last", "best"):
+            model = keras.saving.load_model(where / f"{which}.keras", safe_mode=True)
+            scores[which] = score_model(model, *test, trained, eval_cfg)[0]
+        out[seed] = (trained, scores)
+    return out
+
+
 def confusion_csv(y: np.ndarray, pred: np.ndarray) -> str:
     """One row per test example (actual, predicted): the input DVC's confusion plot wants."""
     rows = ["actual,predicted"] + [
@@ -160,6 +134,9 @@ def mlflow_metrics(metrics: dict[str, Any], which: str) -> dict[str, float]:
     for name, stats in metrics.get("cv", {}).items():  # the variant's, not the checkpoint's
         if isinstance(stats, dict):
             flat |= {f"cv_{name}_{k}": v for k, v in stats.items()}
+    for name, stats in metrics.get("seeds", {}).items():  # this checkpoint's, across seeds
+        if name.startswith(f"{which}_"):
+            flat |= {f"seeds_{name}_{k}": stats[k] for k in ("mean", "sd")}
     return flat
 
 
@@ -199,9 +176,9 @@ def log_evaluation(
     trained: dict[str, Any],
     eval_cfg: dict[str, Any],
     metrics: dict[str, Any],
-    confusion_path: Path,
-    y: np.ndarray,
-    pred: np.ndarray,
+    confusion_path: Path | None = None,
+    y: np.ndarray | None = None,
+    pred: np.ndarray | None = None,
     histograms: Any = None,
 ) -> None:
     """Log an evaluation as child runs "<variant>/last" and "<variant>/best" of the training
@@ -210,7 +187,8 @@ def log_evaluation(
     Runs per evaluation: a sweep of evaluate.* never rewrites what another evaluation logged
     (MLflow and metrics/*.json never disagree), and parallel sweeps never share a run. The
     common metric names (test_accuracy, test_loss, ...) make every variant's models sortable
-    side by side in the experiment's Models tab.
+    side by side in the experiment's Models tab. The confusion matrix (the best model's
+    predictions `pred` of `y`) and histograms go to the best run when given.
     """
     from stages.figures import confusion_matrix_figure
     from stages.model import N_CLASSES
@@ -230,7 +208,7 @@ def log_evaluation(
             mlflow.log_params({f"evaluate.{k}": v for k, v in eval_cfg.items()})
             model_id = trained["model_ids"][which]
             mlflow.log_metrics(mlflow_metrics(metrics, which), model_id=model_id)
-            if which == "best":
+            if which == "best" and confusion_path is not None:
                 mlflow.log_artifact(str(confusion_path), "evaluation")
                 title = f"{variant}: best checkpoint on test"
                 fig = confusion_matrix_figure(y, pred, N_CLASSES[trained["dataset"]], title)
@@ -254,6 +232,10 @@ def main() -> None:
     cv = cv_metrics(model_dir / "cv.json", variant, eval_cfg["threshold"])
     if cv is not None:
         metrics["cv"] = cv
+    others = seed_scores(model_dir / SEEDS_DIR, variant, eval_cfg, test)
+    if others:
+        runs = {trained["seed"]: {w: metrics[w] for w in ("last", "best")}}
+        metrics["seeds"] = seeds_spread(runs | {s: scores for s, (_, scores) in others.items()})
 
     metrics_path = REPO_ROOT / METRICS_DIR / f"{variant}.json"
     write_atomic(metrics_path, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
@@ -265,6 +247,8 @@ def main() -> None:
     log_evaluation(
         mlflow, variant, trained, eval_cfg, metrics, confusion_path, test[1], pred, histograms
     )
+    for seed, (seed_trained, scores) in others.items():  # each seed's own runs and models
+        log_evaluation(mlflow, f"{variant}/seed{seed}", seed_trained, eval_cfg, scores)
     print(f"evaluate {variant}: {json.dumps(metrics)}")
 
 

@@ -33,6 +33,10 @@ PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
 # The search stage's best trial as a variant entry: the searched variant (search.variant).
 SEARCH_BEST = Path("search/best.yaml")
+# seeds@<variant>'s out, models/<variant>/seeds/: seeds.json lists the seeds, one directory
+# per seed (seed_dir) holds what train@<variant> writes for its own.
+SEEDS_DIR = "seeds"
+SEEDS_FILE = "seeds.json"
 # Keras BackupAndRestore state; outside DVC outs, which DVC deletes before a stage reruns.
 BACKUP_DIR = Path(".backup")
 
@@ -56,7 +60,7 @@ LOSSES = {
     "fashion_mnist": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
 }
 LOSSES["thoracic_clean"] = LOSSES["thoracic"]
-# The models, importable by name (`from stages.params import Params`) but built on first use.
+# The models, importable by name (`from stages.params import Params`), imported on first use.
 MODELS = ("Params", "Variant", "VariantEntry", "VariantPatch", "Optimizer", "Parallel")
 
 
@@ -121,10 +125,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def validate_params(params: dict[str, Any]) -> BaseModel:
     """The whole of params.yaml as a `Params` model, or a ConfigError naming each bad key."""
-    from stages.config import _models
+    from stages.config import models
     from stages.validation import validate
 
-    return validate(_models()["Params"], params, "")
+    return validate(models()["Params"], params, "")
 
 
 def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
@@ -164,11 +168,11 @@ def study_variants(params: dict[str, Any]) -> list[str]:
 def resolve_entry(params: dict[str, Any], entry: Any, key: str) -> dict[str, Any]:
     """A variant entry (dataset, presets, own fields) merged over train.defaults; validated,
     errors prefixed with `key`."""
-    from stages.config import _models
+    from stages.config import models
     from stages.validation import names, validate
 
     # Its own fields alone first: `dataset` must be among them, and errors name the variant.
-    validate(_models()["VariantEntry"], entry, key)
+    validate(models()["VariantEntry"], entry, key)
     own = dict(entry)
     presets, cfg = require(params, "train.presets"), require(params, "train.defaults")
     for preset in own.pop("presets", []):
@@ -178,7 +182,7 @@ def resolve_entry(params: dict[str, Any], entry: Any, key: str) -> dict[str, Any
             )
         cfg = _merge(cfg, presets[preset])
     # Plain dicts for the stages; optional settings left unset (momentum) stay absent.
-    return validate(_models()["Variant"], _merge(cfg, own), key).model_dump(exclude_unset=True)
+    return validate(models()["Variant"], _merge(cfg, own), key).model_dump(exclude_unset=True)
 
 
 def resolve_all_variants(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -187,15 +191,20 @@ def resolve_all_variants(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: resolve_variant(params, name) for name in params["variants"]}
 
 
+def seed_dir(seeds_dir: Path, seed: int) -> Path:
+    """Where the seeds stage keeps the training with `seed`: models, summary, history."""
+    return seeds_dir / f"seed{seed}"
+
+
 def project_root() -> Path:
     """Where the user's repository lives: DVC_ROOT during `dvc exp run`, else this checkout."""
     return Path(os.environ.get("DVC_ROOT") or REPO_ROOT).resolve()
 
 
 def __getattr__(name: str) -> Any:
-    """`Params`, `Variant`, ...: the models, defined on first use (see _models)."""
+    """`Params`, `Variant`, ...: the models, defined when stages.config is first imported."""
     if name in MODELS:
-        from stages.config import _models
+        from stages.config import models
 
-        return _models()[name]
+        return models()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.config import SEARCH_FORMS, SEARCH_OPTIMIZER_KEYS
+from stages.config_search import SEARCH_FORMS, SEARCH_OPTIMIZER_KEYS
 from stages.params import ConfigError, require, resolve_entry, validate_params
 from stages.validation import names
 

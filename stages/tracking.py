@@ -18,8 +18,11 @@ URI_ENV = "MLFLOW_TRACKING_URI"
 PROBE_TIMEOUT_S = 5  # a dead server must fail the stage well before training starts
 # MLflow 3's UI opens a model-training experiment on its runs, not on the GenAI overview.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-# Pathspecs that do not count as source changes for the git_dirty tag.
-NOT_SOURCE = (":(exclude)dvc.lock",)
+# Pathspecs that do not count as source changes for the git_dirty tag: what DVC writes
+# during a repro (dvc.lock, and the stages' outputs that live in git: cache: false).
+NOT_SOURCE = tuple(
+    f":(exclude){path}" for path in ("dvc.lock", "metrics", "plots", "reports", "search")
+)
 # Tags that describe where a run came from, not what it computes (left out of resume keys).
 PROVENANCE_TAGS = {"git_commit", "git_dirty", "dvc_exp_name"}
 
@@ -89,7 +92,7 @@ def setup_mlflow(params: dict[str, Any]):
 
 def git_state(root: Path = REPO_ROOT) -> tuple[str, bool]:
     """HEAD's commit and whether tracked source files differ from it ('unknown', False
-    outside git). dvc.lock is left out: DVC rewrites it during every repro."""
+    outside git). NOT_SOURCE is left out: a repro rewrites it as it goes."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -127,9 +130,13 @@ def file_sha256(path: Path) -> str:
 
 
 def run_tags(
-    variant: str, cfg: dict[str, Any], params: dict[str, Any], data_files: list[Path]
+    variant: str,
+    cfg: dict[str, Any],
+    params: dict[str, Any],
+    data_files: list[Path],
+    seed: int | None = None,
 ) -> dict[str, str]:
-    """Tags that let a teammate reproduce the run exactly."""
+    """Tags that let a teammate reproduce the run exactly; `seed` when it is not params'."""
     from importlib.metadata import version
 
     tags = {
@@ -137,7 +144,7 @@ def run_tags(
         "dataset": cfg["dataset"],
         **provenance_tags(),
         "config_hash": config_hash(cfg),
-        "seed": str(require(params, "seed")),
+        "seed": str(require(params, "seed") if seed is None else seed),
         "deterministic": str(require(params, "deterministic")),
         "tensorflow_version": version("tensorflow-cpu"),
         "keras_version": version("keras"),

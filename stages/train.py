@@ -143,11 +143,19 @@ def flat_config(cfg: dict[str, Any], prefix: str = "variant") -> dict[str, str]:
     return flat
 
 
-def main() -> None:
-    variant = variant_arg(__doc__)
+def train_run(
+    params: dict[str, Any],
+    variant: str,
+    cfg: dict[str, Any],
+    seed: int,
+    out_dir: Path,
+    history_path: Path,
+    run_name: str,
+) -> dict[str, Any]:
+    """Train the variant with `seed` as its MLflow run `run_name`: out_dir gets best.keras,
+    last.keras and train.json (written last: "finished"), history_path the per-epoch CSV.
 
-    params = load_params()
-    cfg = variant_config(params, variant)
+    train@V trains `seed` into models/<V>/; seeds@V the variant's other seeds."""
     from stages.tracking import project_run_id, resume_key, run_tags, setup_mlflow
 
     mlflow = setup_mlflow(params)  # fails fast, before loading data or TensorFlow
@@ -166,25 +174,24 @@ def main() -> None:
     prepared = REPO_ROOT / PREPARED_DIR
     split_files = [split_path(prepared, s, cfg["dataset"]) for s in ("train", "val")]
     train, val = (load_split(path) for path in split_files)
-    seed, deterministic = require(params, "seed"), require(params, "deterministic")
-    configure_tf(seed, deterministic, require(params, "train.threads"))
+    configure_tf(seed, require(params, "deterministic"), require(params, "train.threads"))
 
-    tags = run_tags(variant, cfg, params, split_files)
+    tags = run_tags(variant, cfg, params, split_files, seed)
     key = resume_key(tags, CODE_FILES)
-    out_dir, work_dir = REPO_ROOT / MODELS_DIR / variant, backup_dir(variant, key)
+    work_dir = backup_dir(variant, key)  # the seed is in the key: one directory per seed
     client = mlflow.MlflowClient()
     with claimed(work_dir):
         discard_abandoned(client, work_dir)
         # Other variants' dead backups (the searched variant is one of the study's).
         tidy(client, set(study_variants(params)), REPO_ROOT / MODELS_DIR)
         run_id = resume_or_start(client, work_dir, key)
-        run_name, parent_id = (None, None) if run_id else (variant, parent)
-        with mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_id) as run:
+        name, parent_id = (None, None) if run_id else (run_name, parent)
+        with mlflow.start_run(run_id=run_id, run_name=name, parent_run_id=parent_id) as run:
             mlflow.set_tags(tags)
             if run_id is None:
                 mlflow.log_params(flat_config(cfg))
             meta = {"key": key, "run_id": run.info.run_id}
-            logging = [RunLogger(), EpochProgress(cfg["epochs"], label=f"train {variant}")]
+            logging = [RunLogger(), EpochProgress(cfg["epochs"], label=f"train {run_name}")]
             result = train_model(cfg, train, val, out_dir, work_dir, meta, logging)
             models = {name: out_dir / f"{name}.keras" for name in ("best", "last")}
             summary = {
@@ -192,6 +199,7 @@ def main() -> None:
                 "loss": cfg["loss"],
                 "depth": cfg["depth"],
                 "activation": cfg["activation"],
+                "seed": seed,
                 "run_id": run.info.run_id,
                 "key": key,  # what the result depends on; see stages/backups.py
                 "model_ids": log_checkpoints(models, train[0], {"variant": variant}),
@@ -203,14 +211,23 @@ def main() -> None:
             mlflow.log_metrics({k: summary[k] for k in metric_keys})
             from stages.figures import learning_curves
 
-            curves = learning_curves(result.history, result.best_epoch, variant)
+            curves = learning_curves(result.history, result.best_epoch, run_name)
             mlflow.log_figure(curves, "plots/learning_curves.png")
-            history_path = REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv"
             write_atomic(history_path, history_csv(result.history).encode())
             # train.json last: evaluate and compare treat it as "this variant finished"
             summary_json = json.dumps(summary, indent=2) + "\n"
             write_atomic(out_dir / "train.json", summary_json.encode())
             discard(work_dir)  # everything is written: nothing left to resume
+    return summary
+
+
+def main() -> None:
+    variant = variant_arg(__doc__)
+    params = load_params()
+    cfg = variant_config(params, variant)
+    out_dir = REPO_ROOT / MODELS_DIR / variant
+    history = REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv"
+    summary = train_run(params, variant, cfg, require(params, "seed"), out_dir, history, variant)
     print(f"train {variant}: {json.dumps(summary)}")
 
 

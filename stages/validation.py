@@ -1,7 +1,7 @@
 """pydantic's ValidationError as one line of ConfigError: "dotted.key: problem; ...".
 
-Used by the models in stages/config.py and by stages/params.py; pydantic itself is imported
-only when a model validates (see stages/config.py).
+Used by the models in stages/config*.py and by stages/params.py, which imports those models
+(and pydantic) only when it validates (see stages/config.py).
 """
 
 from __future__ import annotations

@@ -117,8 +117,8 @@ def test_prepare_writes_one_file_per_split_and_dataset():
 
 
 def test_each_variant_depends_on_its_own_datasets_files_only():
-    """As DVC resolves the foreach stages: train@V and crossval@V read V's dataset's train and
-    val files, evaluate@V its test file, reference@D dataset D's train and val files, so a
+    """As DVC resolves the foreach stages: train@V, seeds@V and crossval@V read V's dataset's
+    train and val files, evaluate@V its test file, reference@D dataset D's train and val files, so a
     change to one dataset's preparation leaves the other dataset's variants up to date."""
     from dvc.repo import Repo
 
@@ -135,6 +135,7 @@ def test_each_variant_depends_on_its_own_datasets_files_only():
         assert data_deps[f"train@{name}"] == {own["train"], own["val"]}, name
         assert data_deps[f"evaluate@{name}"] == {own["test"]}, name
         assert data_deps[f"crossval@{name}"] == {own["train"], own["val"]}, name
+        assert data_deps[f"seeds@{name}"] == {own["train"], own["val"]}, name
     for dataset in params["crossval"]["datasets"]:
         own = {str(split_path(PREPARED_DIR, s, dataset)) for s in ("train", "val")}
         assert data_deps[f"reference@{dataset}"] == own, dataset

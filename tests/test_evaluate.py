@@ -13,11 +13,11 @@ from stages.evaluate import (
     evaluate_variant,
     mlflow_metrics,
     read_train_summary,
-    score_model,
 )
 from stages.formats import DataError
 from stages.model import build_model
 from stages.params import resolve_variant
+from stages.scoring import score_model
 from stages.train import configure_tf, train_model
 
 EVAL = {"batch_size": 64, "threshold": 0.5, "diagnostics": {"batch_size": 32, "saturation": 0.99}}
@@ -90,13 +90,13 @@ def test_train_summary_missing_or_stale_says_which_stage_to_rerun(tmp_path):
     with pytest.raises(DataError, match=r"train\.json: not found; run `dvc repro train@v`"):
         read_train_summary(path, "v")
     path.write_text(json.dumps({"best_epoch": 2, "epochs_run": 3}))
-    with pytest.raises(
-        DataError, match=r"missing activation, dataset, depth, loss, model_ids, run_id .*train@v"
-    ):
+    missing = r"missing activation, dataset, depth, loss, model_ids, run_id, seed .*train@v"
+    with pytest.raises(DataError, match=missing):
         read_train_summary(path, "v")
     summary = {"dataset": "thoracic", "loss": "poisson", "run_id": "r", "best_epoch": 2}
     summary |= {"depth": 2, "activation": "relu"}
     summary["model_ids"] = {"best": "m-1", "last": "m-2"}
+    summary["seed"] = 42
     path.write_text(json.dumps({**summary, "epochs_run": 3}))
     assert read_train_summary(path, "v")["epochs_run"] == 3
 

@@ -182,6 +182,7 @@ def test_a_typo_in_the_last_variant_fails_before_any_training(params):
     ("path", "value", "message"),
     [
         (("seed",), -1, "seed: must be >= 0, got -1"),
+        (("seeds", "repeats"), 0, "seeds.repeats: must be > 0, got 0"),
         (("runner", "prefork"), "yes", "runner.prefork: must be true or false, got 'yes'"),
         (("evaluate", "threshold"), 2, "evaluate.threshold: must be <= 1, got 2"),
         (("evaluate", "diagnostics", "saturation"), 1, "diagnostics.saturation: must be < 1"),

@@ -104,8 +104,9 @@ def test_second_repro_does_nothing_and_one_change_reruns_one_variant(tiny_repo):
     params["variants"]["baseline"]["patience"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     out = dvc(repo, "repro")
-    # crossval@baseline: a variant's params are its crossval stage's too (no folds here)
-    assert ran(out) == ["compare", "crossval@baseline", "evaluate@baseline", "train@baseline"]
+    # crossval@ and seeds@baseline: a variant's params are theirs too (no folds, one seed)
+    stages = ["compare", *(f"{s}@baseline" for s in ("crossval", "evaluate", "seeds", "train"))]
+    assert ran(out) == stages
 
 
 def test_rerun_from_clean_state_gives_bit_identical_metrics(tiny_repo):
@@ -153,3 +154,37 @@ def test_a_killed_training_that_dvc_serves_from_its_cache_leaves_nothing_behind(
     assert f"tidy: removed {backup}" in out
     assert client.get_run(run_id).info.status == "KILLED"
     assert not (repo / ".backup" / "baseline").exists()
+
+
+def test_seeds_repeats_trains_only_the_other_seeds_and_reports_their_spread(tiny_repo):
+    """seeds.repeats 2: each variant's seed 43 is trained by seeds@V (train@V stays cached)
+    as its own MLflow run; metrics, the MLflow child runs and compare.md agree on it."""
+    import statistics
+
+    repo, _ = tiny_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["seeds"]["repeats"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    out = dvc(repo, "repro")
+    assert not any(s.startswith("train@") for s in ran(out))
+    assert {f"seeds@{name}" for name in VARIANTS} <= set(ran(out))
+    client, by_name = runs_by_name(repo)
+    for name in VARIANTS:
+        metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        seeds = metrics["seeds"]
+        assert seeds["seeds"] == [42, 43]
+        main, other = seeds["best_accuracy"]["values"]
+        assert main == metrics["best"]["accuracy"]
+        assert seeds["best_accuracy"]["sd"] == round(statistics.stdev([main, other]), 6)
+        summary = json.loads(
+            (repo / "models" / name / "seeds" / "seed43" / "train.json").read_text()
+        )
+        (run,) = by_name[f"{name}/seed43"]
+        assert run.info.status == "FINISHED" and run.info.run_id == summary["run_id"]
+        assert run.data.tags["seed"] == "43" and run.data.tags["variant"] == name
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == summary["epochs_run"]
+        (child,) = by_name[f"{name}/seed43/best"]
+        assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
+        assert child.data.metrics["test_accuracy"] == other
+    report = (repo / "reports" / "compare.md").read_text()
+    assert "# Noise across seeds" in report and "| baseline | 2 |" in report

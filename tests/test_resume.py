@@ -222,16 +222,20 @@ def test_one_owner_per_backup_and_abandoned_ones_end_killed(tmp_path):
 def test_tidy_ends_backups_of_removed_variants_and_of_results_dvc_restored(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     client, exp = store(tmp_path)
-    runs = {name: client.create_run(exp).info.run_id for name in ("gone", "cached", "resume")}
+    names = ("gone", "cached", "seed", "resume")
+    runs = {name: client.create_run(exp).info.run_id for name in names}
     write_state(backup_dir("gone", "k"), "k", runs["gone"])  # variant removed from params
     write_state(backup_dir("v", "k1"), "k1", runs["cached"])  # its result is in models/
+    write_state(backup_dir("v", "k0"), "k0", runs["seed"])  # another seed's, in models/
     write_state(backup_dir("v", "k2"), "k2", runs["resume"])  # may still be resumed
-    (tmp_path / "models" / "v").mkdir(parents=True)
+    (tmp_path / "models" / "v" / "seeds" / "seed43").mkdir(parents=True)
     (tmp_path / "models" / "v" / "train.json").write_text(json.dumps({"key": "k1"}))
+    seed = tmp_path / "models" / "v" / "seeds" / "seed43" / "train.json"
+    seed.write_text(json.dumps({"key": "k0"}))
     with claimed(backup_dir("v", "k3")):  # a live training is never touched
         removed = tidy(client, {"v"}, tmp_path / "models")
-    assert removed == [backup_dir("gone", "k"), backup_dir("v", "k1")]
+    assert removed == [backup_dir("gone", "k"), backup_dir("v", "k0"), backup_dir("v", "k1")]
     assert not (tmp_path / ".backup" / "gone").exists()
     assert backup_dir("v", "k2").exists() and backup_dir("v", "k3").exists()
     status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
-    assert status == {"gone": "KILLED", "cached": "KILLED", "resume": "RUNNING"}
+    assert status == {"gone": "KILLED", "cached": "KILLED", "seed": "KILLED", "resume": "RUNNING"}

@@ -63,8 +63,9 @@ def test_remote_push_then_clone_and_pull_needs_no_training(study, tmp_path):
 
 def test_exp_run_set_param_reruns_one_variant(study):
     out = dvc(study, "exp", "run", "-n", "pat3", "-S", "++variants.baseline.patience=3")
-    # crossval@baseline: a variant's params are its crossval stage's too (no folds here)
-    assert ran(out) == ["compare", "crossval@baseline", "evaluate@baseline", "train@baseline"]
+    # crossval@ and seeds@baseline: a variant's params are theirs too (no folds, one seed)
+    stages = ["compare", *(f"{s}@baseline" for s in ("crossval", "evaluate", "seeds", "train"))]
+    assert ran(out) == stages
     shown = json.loads(dvc(study, "exp", "show", "--json"))
     assert "pat3" in json.dumps(shown)
     assert "variants.baseline.patience" in dvc(study, "params", "diff", "HEAD", "pat3")

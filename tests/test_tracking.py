@@ -98,17 +98,20 @@ def test_run_tags_pin_code_data_seed_and_versions(params, tmp_path, monkeypatch)
         assert tags[f"{lib}_version"][0].isdigit()
 
 
-def test_git_dirty_counts_source_files_not_dvc_lock(tmp_path):
+def test_git_dirty_counts_source_files_not_what_a_repro_writes(tmp_path):
     from bench.workspace import commit
 
-    for name in ("dvc.lock", "params.yaml"):
+    written = ["dvc.lock", "metrics/v.json", "plots/history/v.csv", "reports/compare.md"]
+    for name in [*written, "search/best.yaml", "params.yaml"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("a: 1\n")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     commit(tmp_path, "init")
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True
     ).stdout.strip()
-    (tmp_path / "dvc.lock").write_text("a: 2\n")  # what every `dvc repro` does
+    for name in [*written, "search/best.yaml"]:  # what `dvc repro` rewrites as it goes
+        (tmp_path / name).write_text("a: 2\n")
     assert git_state(tmp_path) == (head, False)
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert git_state(tmp_path) == (head, True)

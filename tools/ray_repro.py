@@ -193,10 +193,10 @@ def main() -> None:
     def run() -> None:
         repo = Repo()  # the repository around the working directory, as for `dvc repro`
         params = load_params(Path(repo.root_dir))
-        from stages.config import _models
+        from stages.config import models
         from stages.validation import validate
 
-        model = _models()["Parallel"]
+        model = models()["Parallel"]
         settings = validate(
             model, require(params, "runner.parallel"), "runner.parallel"
         ).model_dump()

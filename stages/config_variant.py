@@ -1,0 +1,165 @@
+"""The pydantic models of a variant: its merged config (Variant), the optional form that
+train.defaults, presets and a variant's own fields take (VariantPatch, VariantEntry)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from stages.config_base import ClassWeight, Dropout, Strict, one_weight_per_class
+from stages.params import (
+    ACTIVATIONS,
+    DATASETS,
+    LOSSES,
+    N_CLASSES,
+    OPTIMIZERS,
+    SCHEDULES,
+)
+from stages.validation import fail, names
+
+
+class Optimizer(Strict):
+    """A Keras optimizer (`name`) and its arguments; those left out keep Keras' defaults."""
+
+    name: Literal[OPTIMIZERS]
+    learning_rate: NonNegativeFloat = None
+    beta_1: NonNegativeFloat = None
+    beta_2: NonNegativeFloat = None
+    momentum: NonNegativeFloat = None
+    weight_decay: NonNegativeFloat = None
+
+
+class ExponentialDecay(Strict):
+    """keras.optimizers.schedules.ExponentialDecay, replacing the optimizer's learning_rate."""
+
+    name: Literal["exponential_decay"]
+    initial_learning_rate: NonNegativeFloat
+    decay_steps: PositiveInt
+    decay_rate: NonNegativeFloat
+    staircase: bool = None
+
+
+class CosineDecayRestarts(Strict):
+    """keras.optimizers.schedules.CosineDecayRestarts, replacing the learning_rate."""
+
+    name: Literal["cosine_decay_restarts"]
+    initial_learning_rate: NonNegativeFloat
+    first_decay_steps: PositiveInt
+    t_mul: NonNegativeFloat = None
+    m_mul: NonNegativeFloat = None
+    alpha: NonNegativeFloat = None
+
+
+def schedule_name(value: Any) -> Any:
+    # pydantic's error for a missing or unknown `name` would not list the names.
+    if isinstance(value, dict) and value.get("name") not in SCHEDULES:
+        got = f"unknown value {value['name']!r}" if "name" in value else "missing"
+        raise fail(f"{got}; allowed: {names(SCHEDULES)}", field="name")
+    return value
+
+
+Schedule = Annotated[
+    ExponentialDecay | CosineDecayRestarts,
+    Field(discriminator="name"),
+    BeforeValidator(schedule_name),
+]
+
+
+class Checks(Strict):
+    # Between fields of a variant, where both are given: also in train.defaults, presets
+    # and a variant's own fields (VariantPatch), so the first check names the right key.
+
+    @field_validator("loss", mode="before", check_fields=False)
+    @classmethod
+    def _loss_fits_dataset(cls, loss: Any, info: ValidationInfo) -> Any:
+        allowed = LOSSES.get(info.data.get("dataset"), ())  # absent if not given or bad
+        if allowed and loss not in allowed:
+            raise fail(f"unknown value {loss!r}; allowed: {names(allowed)}")
+        return loss
+
+    @field_validator("dropout", check_fields=False)
+    @classmethod
+    def _one_rate_per_layer(cls, dropout: Any, info: ValidationInfo) -> Any:
+        depth = info.data.get("depth")
+        if isinstance(dropout, list) and depth is not None and len(dropout) != depth:
+            raise fail(
+                f"a list needs one rate per hidden layer (depth {depth}), got {len(dropout)}"
+            )
+        return dropout
+
+    @field_validator("class_weight", check_fields=False)
+    @classmethod
+    def _one_weight_per_class(cls, weights: Any, info: ValidationInfo) -> Any:
+        # N_CLASSES has no entry if dataset is not given (presets) or bad
+        return one_weight_per_class(weights, N_CLASSES.get(info.data.get("dataset")))
+
+
+class Variant(Checks):
+    """A variant's merged config: train.defaults, its presets in order, its own fields."""
+
+    dataset: Literal[DATASETS]
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    depth: NonNegativeInt = Field(description="hidden Dense layers; 0 = softmax regression")
+    units: PositiveInt
+    activation: Literal[ACTIVATIONS]
+    dropout: Dropout = Field(description="a rate after every hidden layer, or one per layer")
+    kernel_l2: NonNegativeFloat
+    activity_l1: NonNegativeFloat
+    max_norm: PositiveFloat | None
+    loss: Literal[tuple(dict.fromkeys(LOSSES["thoracic"] + LOSSES["fashion_mnist"]))]
+    optimizer: Optimizer
+    lr_schedule: Schedule | None
+    patience: PositiveInt = Field(description="EarlyStopping patience (epochs) on val_loss")
+    steps_per_execution: PositiveInt
+    class_weight: ClassWeight = None  # None: every example weighs 1
+
+
+def patch(model: type[Strict], name: str, doc: str, **fields: Any) -> type[Strict]:
+    """`model` with every field optional: defaults, presets and variants give only some."""
+    optional = {
+        k: (f.rebuild_annotation(), Field(None, description=f.description))
+        for k, f in model.model_fields.items()
+    }
+    base = model.__bases__[0]  # Checks for a Variant
+    return create_model(name, __base__=base, __doc__=doc, **{**optional, **fields})
+
+
+OptimizerPatch = patch(Optimizer, "OptimizerPatch", "Merged key by key into the inherited one.")
+VariantPatch = patch(
+    Variant,
+    "VariantPatch",
+    "Variant fields, each optional; train.defaults, then presets, then the variant's own.",
+    optimizer=(OptimizerPatch, None),
+)
+
+
+class VariantEntry(VariantPatch):
+    """A variant: its dataset, presets (after train.defaults, in order) and own fields."""
+
+    dataset: Literal[DATASETS] = Field(description="stated by every variant itself")
+    presets: list[str] = Field(None, description="keys of train.presets, applied in order")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _states_dataset(cls, data: Any) -> Any:
+        # dvc.yaml's foreach sees only the variant's own fields, not defaults or presets.
+        if isinstance(data, dict) and "dataset" not in data:
+            raise fail(
+                "missing; every variant states its dataset itself (dvc.yaml uses it to pick"
+                f" the variant's data files); allowed: {names(DATASETS)}",
+                field="dataset",
+            )
+        return data
