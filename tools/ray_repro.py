@@ -6,11 +6,12 @@ DVC runs one stage at a time (treeverse/dvc#755) and rewrites dvc.lock after eac
 takes from DVC itself the graph, each stage's command and what is stale (the same checks and
 steps as `dvc repro`: up to date -> skipped; restorable from the run-cache -> checked out, not
 rerun; else outputs removed and the command run), runs every ready command as a Ray task, and
-records finished stages with DVC's own save + commit (which also fills the run-cache), writing
-dvc.lock once per batch. Ray: a local instance on this machine's cores by default, the cluster
-at RAY_ADDRESS when set (the repository at the same path on every node). A failed stage stops
-only what depends on it; Ctrl-C or SIGTERM stops every running stage and commits only the
-stages that finished. Settings: params.yaml `runner.parallel` (they change no result).
+records each finished stage with DVC's own save + commit as it finishes (which also fills the
+run-cache), writing dvc.lock once per batch. Ray: a local instance on this machine's cores by
+default, the cluster at RAY_ADDRESS when set (the repository at the same path on every node).
+A failed stage stops only what depends on it; Ctrl-C or SIGTERM stops every running stage and
+commits only the stages that finished. Settings: params.yaml `runner.parallel` (they change
+no result).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tools.dvc_graph import commit, descendants, params_parsed_once, plan, prepare_stage, stage_env
+from tools.dvc_graph import (
+    descendants,
+    file_hashes_memoized,
+    params_parsed_once,
+    plan,
+    prepare_stage,
+    record,
+    stage_env,
+    write_lock,
+)
 
 # Ray dedups identical log lines across workers ("[repeated 2x across cluster]"): not here.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -74,7 +84,7 @@ def drive(
     waiting = dict(needs)
     ready = [n for n, deps in needs.items() if not deps]
     running: dict[Any, str] = {}
-    finished: list[Any] = []
+    finished: list[Any] = []  # recorded (record()) as they finish; not yet in dvc.lock
     failed: dict[str, str] = {}
     skipped: set[str] = set()
     ray_started: bool | None = None
@@ -100,7 +110,10 @@ def drive(
                 if action == "run":
                     runnable.append(name)
                     continue
-                finished += [stages[name][0]] if action == "restored" else []
+                if action == "restored":
+                    record(stages[name][0])
+                    record(stages[name][0])
+                finished.append(stages[name][0])
                 done(name)
             if runnable and ray_started is None:
                 if before_first_run:
@@ -150,6 +163,7 @@ def drive(
                 code, log = 1, f"{type(err).__name__}: {err}"
             if code == 0:
                 print(f"ray_repro: {name}: done in {result['seconds']:.1f}s", flush=True)
+                record(stages[name][0])
                 finished.append(stages[name][0])
                 done(name)
             else:
@@ -160,7 +174,7 @@ def drive(
                 if lost:
                     print(f"ray_repro: not run: {', '.join(sorted(lost))}", file=sys.stderr)
             if finished and time.monotonic() - last_commit > settings["commit_interval_s"]:
-                commit(finished)
+                write_lock(finished)
                 finished, last_commit = [], time.monotonic()
     except (KeyboardInterrupt, Interrupted) as why:
         print(f"ray_repro: {why or 'interrupted'}: stopping {len(running)} stage(s)", flush=True)
@@ -169,12 +183,12 @@ def drive(
                 ray.cancel(ref)  # KeyboardInterrupt in the task: it stops its command
             timeout = settings["stop_timeout_s"] * 2 + 5
             ray.wait(list(running), num_returns=len(running), timeout=timeout)
-        commit(finished)
+        write_lock(finished)
         return 130
     finally:
         if ray_started:
             ray.shutdown()
-    commit(finished)
+    write_lock(finished)
     if failed:
         for name, log in failed.items():
             print(f"ray_repro: failed: {name} (log: {log})", file=sys.stderr)
@@ -212,7 +226,7 @@ def main() -> None:
 
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.
-        with lock_repo(repo), params_parsed_once():
+        with lock_repo(repo), params_parsed_once(), file_hashes_memoized():
             stages = plan(repo, args.targets)
             code = drive(repo, stages, settings, create_store)
         if code:

@@ -44,6 +44,15 @@ def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
             continue
 
 
+def _wait(proc: subprocess.Popen) -> int | None:
+    """The exit code, as soon as the command ends (subprocess polls with short sleeps), or
+    None after POLL_S: the caller stays in Python code, where Ray's cancel can reach it."""
+    try:
+        return proc.wait(POLL_S)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _copy(source: Any, log: Any, name: str) -> None:
     """Each line to the log and, prefixed with the stage name, to Ray's log stream."""
     for line in source:
@@ -84,8 +93,8 @@ def stage(
             copier = threading.Thread(target=_copy, args=(proc.stdout, out, name), daemon=True)
             copier.start()
             try:
-                while (code := proc.poll()) is None:
-                    time.sleep(POLL_S)
+                while (code := _wait(proc)) is None:
+                    pass
             except BaseException:  # ray.cancel (KeyboardInterrupt), worker shutdown
                 _stop(proc, stop_timeout_s)
                 raise
