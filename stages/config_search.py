@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from stages.config_base import Strict
+from stages.config_variant import VariantPatch
 from stages.params import (
     DATASETS,
 )
@@ -88,6 +89,9 @@ class Search(Strict):
     dashboard: bool
     storage: str = Field(description="Tune's storage, relative to the repo or a URI")
     space: Annotated[dict[str, Distribution], Field(min_length=1), BeforeValidator(searchable)]
+    variant_fields: VariantPatch = Field(
+        description="over the best trial's fields in the searched variant (e.g. its epochs)"
+    )
 
     @model_validator(mode="after")
     def _grace_within_epochs(self) -> Any:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from stages.formats import write_atomic
-from stages.params import METRICS_DIR, REPORTS_DIR, SEARCH_BEST, StageError, resolve_entry
-from stages.search_space import entry, is_log
+from stages.params import METRICS_DIR, REPORTS_DIR, SEARCH_BEST, StageError
+from stages.search_space import is_log, searched_variant
 
 # What the stage writes, relative to the repository (dvc.yaml's search outs and metrics).
 OUTPUTS = (
@@ -191,7 +191,8 @@ def write_outputs(root: Path, rows: list[dict], stats: dict, search: dict, best:
         f"# The search's best trial (stages/search.py): trial {top['trial']} of {len(rows)},"
         f" {search['metric']} {top[search['metric']]:.4f} at epoch {top['best_epoch']}.\n"
         f"# Variant `{search['variant']}`: train.defaults, then these presets and fields"
-        " (dvc.yaml's train_searched\n# trains it for train.defaults' epochs, like any variant).\n"
+        " (the trial's, and\n# search.variant_fields: dvc.yaml's train_searched trains it"
+        " like any variant).\n"
     )
     best_yaml, metrics, csv_file, md_file, png_file = (root / path for path in OUTPUTS)
     write_atomic(best_yaml, (header + yaml.safe_dump(best, sort_keys=False)).encode())
@@ -229,8 +230,7 @@ def finish(
             f" trials' errors above and Tune's files under {search['storage']}"
         )
     record = next(r for r in records.values() if r["index"] == best["trial"])
-    best_entry = entry(search, record["config"])
-    resolve_entry(params, best_entry, str(SEARCH_BEST))  # a valid variant, as train will read it
+    best_entry = searched_variant(params, search, record["config"])  # validated as train reads it
     stats = summary(rows, search, wall_s)
     write_outputs(root, rows, stats, search, best_entry)
     return stats

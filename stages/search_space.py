@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from stages.config_search import SEARCH_FORMS, SEARCH_OPTIMIZER_KEYS
-from stages.params import ConfigError, require, resolve_entry, validate_params
+from stages.params import (
+    SEARCH_BEST,
+    ConfigError,
+    _merge,
+    require,
+    resolve_entry,
+    validate_params,
+)
 from stages.validation import names
 
 
@@ -40,6 +47,10 @@ def search_settings(params: dict[str, Any]) -> dict[str, Any]:
         if preset not in presets:
             raise ConfigError(f"search.base: unknown preset {preset!r}; allowed: {names(presets)}")
     _check(params, search, {}, "search.base")
+    try:  # the searched variant's own fields over a trial's: still a valid variant
+        searched_variant(params, search, {})
+    except ConfigError as err:
+        raise ConfigError(f"search.variant_fields: {str(err).split(': ', 1)[-1]}") from None
     for key, spec in search["space"].items():
         form, values = distribution(spec)
         for value in values:  # a range draws floats, also between integer bounds
@@ -74,6 +85,14 @@ def trial_variant(params: dict[str, Any], search: dict, sampled: dict) -> dict[s
     """The merged, validated config a trial trains: its entry, for search.max_epochs."""
     own = {**entry(search, sampled), "epochs": search["max_epochs"]}
     return resolve_entry(params, own, "")
+
+
+def searched_variant(params: dict[str, Any], search: dict, sampled: dict) -> dict[str, Any]:
+    """The searched variant's entry (search/best.yaml) for sampled values: their entry with
+    search.variant_fields over it (it trains longer than a trial), validated."""
+    best = _merge(entry(search, sampled), search["variant_fields"])
+    resolve_entry(params, best, str(SEARCH_BEST))
+    return best
 
 
 def tune_space(space: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,10 @@ from stages.search_trial import run_trial
 
 EXPERIMENT = "search"  # Tune's experiment directory under search.storage
 WORKER_ENV = ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_DISABLE_TELEMETRY")
+# How long a reused actor waits for the trial ASHA stopped to finish its epoch before it takes
+# the next trial. Ray's default, 2 s, is shorter than one epoch of a 512-unit network here:
+# the reset then failed and Tune dropped the next trial ("Could not re-use actor").
+THREAD_TIMEOUT_S = 600
 RESULT_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "node_id")
 
 
@@ -110,6 +114,7 @@ def start_ray(search: dict[str, Any]) -> bool:
     """Connect to the cluster at search.address / $RAY_ADDRESS, or start a local instance on
     127.0.0.1; True if this process started it (and must shut it down)."""
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    env["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(THREAD_TIMEOUT_S)
     # Every node's workers get this stages package (the trials' code) from the driver.
     runtime = {"py_modules": [str(REPO_ROOT / "stages")], "env_vars": env}
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}

@@ -140,6 +140,7 @@ def tiny_params(
     p["search"].update(
         trials=search_trials, startup_trials=2, max_epochs=epochs, grace_period=1,
         reduction_factor=2, concurrent=1, time_limit_s=120, metric="val_loss",
+        variant_fields={"epochs": epochs + 1},  # the searched variant trains longer
     )  # fmt: skip
     return p
 

@@ -68,11 +68,12 @@ def test_repro_runs_the_search_then_the_searched_variant_like_any_other(tiny_rep
     params = yaml.safe_load((repo / "params.yaml").read_text())
     best = yaml.safe_load((repo / "search" / "best.yaml").read_text())
     cfg = resolve_entry(params, best, "search/best.yaml")
-    assert cfg["dataset"] == "fashion_mnist" and "epochs" not in best
+    fields = params["search"]["variant_fields"]
+    assert cfg["dataset"] == "fashion_mnist" and best["epochs"] == fields["epochs"]
     assert set(params["search"]["space"]) - {"learning_rate"} <= set(best)
-    # the searched variant trained (full epochs: train.defaults) and evaluated on test
+    # the searched variant trained (search.variant_fields' epochs) and evaluated on test
     trained = json.loads((repo / "models" / "searched" / "train.json").read_text())
-    assert trained["epochs_run"] == params["train"]["defaults"]["epochs"]
+    assert trained["epochs_run"] == fields["epochs"]
     assert trained["depth"] == best["depth"] and trained["activation"] == best["activation"]
     metrics = json.loads((repo / "metrics" / "searched.json").read_text())
     assert 0 <= metrics["best"]["accuracy"] <= 1
@@ -229,6 +230,8 @@ def fail_if_called(*args, **kwargs):
         ({"variant": "baseline"}, "search.variant: 'baseline' is a key of variants"),
         ({"base": ["nope"]}, "search.base: unknown preset 'nope'"),
         ({"grace_period": 20}, "search.grace_period: 20 > max_epochs 10"),
+        ({"variant_fields": {"epochs": 0}}, "search.variant_fields.epochs: must be > 0, got 0"),
+        ({"variant_fields": {"dropout": 1.5}}, "search.variant_fields.dropout: must be < 1"),
     ],
 )
 def test_a_bad_search_setting_fails_in_one_line_naming_it_before_ray_starts(
