@@ -209,12 +209,15 @@ def last_vs_best_chart(panels: dict[str, dict]) -> Any:
         ax.grid(axis="x", alpha=0.3)
     axes[-1, 0].set_xlabel("accuracy (test split; cross-validated: folds of the other rows)")
     handles = {h.get_label(): h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles))
+    # Two entries per row and a two-line title: both stay inside the figure's 8 inches.
+    ncol = 2
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol)
     fig.suptitle(
-        "Last model vs best checkpoint (lowest val_loss), test accuracy;"
-        " cross-validated where there are folds"
+        "Last model vs best checkpoint (lowest val_loss), test accuracy;\n"
+        "cross-validated where there are folds"
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    legend_in = 0.3 * -(-len(handles) // ncol) + 0.1  # its rows, in inches
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
     return fig
 
 
