@@ -160,13 +160,6 @@ def write_lock(stages: list[Any]) -> None:
         dvcfile.dump_stages(group, update_pipeline=False)
 
 
-def commit(stages: list[Any]) -> None:
-    """Record finished stages as `dvc repro` would (save, run-cache, commit), one lock write."""
-    for stage in stages:
-        record(stage)
-    write_lock(stages)
-
-
 def stage_env(repo: Any, stage: Any) -> dict[str, str]:
     """The environment DVC gives a stage command (dvc/stage/run.py: DVC_ROOT, DVC_STAGE)."""
     env = {**os.environ, "DVC_STAGE": stage_name(repo, stage)}
