@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -23,6 +24,22 @@ from tools.prefork import stop_servers
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# The suite runs on two xdist workers, a module at a time each (pyproject.toml: -n 2 --dist
+# loadfile); a worker takes the next module in this order. The slowest first: the end-to-end
+# modules take minutes each, the others seconds, so the two workers finish close together.
+SLOWEST_FIRST = (
+    "test_team_e2e", "test_pipeline_e2e", "test_ray_repro", "test_search_cluster", "test_search",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.stem
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -262,3 +279,16 @@ def start_sleeper(repo: Path) -> tuple[subprocess.Popen, int]:
     proc.stdin.write("x\n")
     proc.stdin.flush()
     return proc, _wait_for(repo / "started")
+
+
+def ray_processes(marker: str) -> list[psutil.Process]:
+    """Live processes started with RAY_TMPDIR=marker in their environment: the Ray instance
+    one test started, not another worker's."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RAY_TMPDIR") == marker and proc.status() != "zombie":
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dvc, sh, tiny_params
+from conftest import dvc, ray_processes, sh, tiny_params
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, load_params
 from tools.dvc_graph import descendants, plan
 
 RUNNER = load_params()["runner"]
-RAY_PROCESS = "raylet|gcs_server"
 
 
 def project(tmp_path: Path, stages: dict) -> Path:
@@ -53,11 +54,11 @@ GRAPH = {
 }
 
 
-def runner(repo: Path, *args: str, **popen) -> subprocess.Popen:
+def runner(repo: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tools.ray_repro", *args]
     return subprocess.Popen(
-        cmd, cwd=repo, env=pipeline_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, **popen,
+        cmd, cwd=repo, env=env or pipeline_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, **popen,
     )  # fmt: skip
 
 
@@ -70,11 +71,6 @@ def run_runner(repo: Path, *args: str) -> tuple[int, str, str]:
 def status(repo: Path, *targets: str) -> dict:
     out = sh(repo, dvc_bin(), "status", "--json", "--with-deps", *targets)
     return json.loads(out.strip().splitlines()[-1])
-
-
-def ray_processes() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", RAY_PROCESS], capture_output=True, text=True)
-    return {int(pid) for pid in found.stdout.split()}
 
 
 def test_plan_follows_dvc_graph(tmp_path):
@@ -140,8 +136,8 @@ def test_signal_stops_every_stage_and_commits_only_finished(tmp_path, how):
         "slow": stage("echo partial > s.txt; echo $$ > slow.pid; exec sleep 120", ["s.txt"]),
     }
     repo = project(tmp_path, graph)
-    before = ray_processes()
-    proc = runner(repo, start_new_session=True)
+    marker = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's sockets need a short path
+    proc = runner(repo, env=pipeline_env(RAY_TMPDIR=marker), start_new_session=True)
     deadline = time.monotonic() + 120
     while not ((repo / "slow.pid").exists() and (repo / "q.txt").exists()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -158,9 +154,10 @@ def test_signal_stops_every_stage_and_commits_only_finished(tmp_path, how):
         os.kill(sleeper, 0)
     assert set(status(repo)) == {"slow"}  # quick is committed, the half-written stage is not
     deadline = time.monotonic() + 30
-    while ray_processes() - before and time.monotonic() < deadline:
+    while ray_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not ray_processes() - before, "Ray processes left behind"
+    assert not ray_processes(marker), "Ray processes left behind"
+    shutil.rmtree(marker)
 
 
 VARIANTS = ["thoracic_cce", "baseline", "dropout"]

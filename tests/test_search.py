@@ -19,7 +19,7 @@ import psutil
 import pytest
 import ray
 import yaml
-from conftest import dvc, ran, tiny_params
+from conftest import dvc, ran, ray_processes, tiny_params
 
 from bench.workspace import commit, copy_repo, pipeline_env
 from stages import search as search_stage
@@ -148,18 +148,6 @@ def test_dvc_graph_of_the_search_and_the_searched_variant():
     assert "data/prepared/val/fashion_mnist.npz" in files
     assert not any(f.startswith("data/prepared/test/") for f in files)  # never test
     assert "models/searched/train.json" in deps("evaluate_searched")[0]
-
-
-def ray_processes(marker: str) -> list[psutil.Process]:
-    """Live processes started with RAY_TMPDIR=marker in their environment (Ray's own)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("RAY_TMPDIR") == marker and proc.status() != "zombie":
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def cmdline(proc: psutil.Process) -> str:
