@@ -23,6 +23,7 @@ from conftest import dvc, ray_processes, sh, tiny_params
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, load_params
 from tools.dvc_graph import descendants, plan
+from tools.schedule import load_seconds, save_seconds
 
 RUNNER = load_params()["runner"]
 
@@ -96,10 +97,18 @@ def test_descendants_are_transitive():
 
 
 def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):
-    repo = project(tmp_path, GRAPH)
+    # One stage at a time, each noting when it starts: the order is tools/schedule.py's.
+    graph = {n: {**s, "cmd": f"echo {n} >> started.txt; {s['cmd']}"} for n, s in GRAPH.items()}
+    repo = project(tmp_path, graph)
+    runner_params = {**RUNNER, "parallel": {**RUNNER["parallel"], "num_cpus": 1}}
+    (repo / "params.yaml").write_text(yaml.safe_dump({"runner": runner_params}))
+    save_seconds(repo, {"c": 1.0, "e": 50.0})  # as a last run measured them
     code, out, err = run_runner(repo)
     assert code == 0, err
     assert (repo / "d.txt").read_text() == "c\na\n"
+    # The longest path first (e), then c (which d waits for), then a, b, d.
+    assert (repo / "started.txt").read_text().split() == ["e", "c", "a", "b", "d"]
+    assert set(load_seconds(repo)) == set(GRAPH)  # this run's times for the next
     assert status(repo) == {}
     assert "Running stage" not in dvc(repo, "repro")  # DVC agrees: nothing to do
     assert out.count("Updating lock file") <= 1 and "Updating lock file" in out + err

@@ -34,6 +34,7 @@ from tools.dvc_graph import (
     stage_env,
     write_lock,
 )
+from tools.schedule import load_seconds, priorities, save_seconds
 
 # Ray dedups identical log lines across workers ("[repeated 2x across cluster]"): not here.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -81,6 +82,9 @@ def drive(
     """
 
     needs = {name: set(deps) for name, (_, deps) in stages.items()}
+    root = Path(repo.root_dir)
+    priority = priorities(needs, load_seconds(root))  # tools/schedule.py: longest path first
+    took: dict[str, float] = {}  # this run's stage times, stored at the end for the next
     waiting = dict(needs)
     ready = [n for n, deps in needs.items() if not deps]
     running: dict[Any, str] = {}
@@ -109,9 +113,9 @@ def drive(
                 print(f"ray_repro: {name}: {action}", flush=True)
                 if action == "run":
                     runnable.append(name)
+                    runnable.sort(key=lambda n: -priority[n])  # stable: else DVC's order
                     continue
                 if action == "restored":
-                    record(stages[name][0])
                     record(stages[name][0])
                 finished.append(stages[name][0])
                 done(name)
@@ -163,6 +167,7 @@ def drive(
                 code, log = 1, f"{type(err).__name__}: {err}"
             if code == 0:
                 print(f"ray_repro: {name}: done in {result['seconds']:.1f}s", flush=True)
+                took[name] = result["seconds"]
                 record(stages[name][0])
                 finished.append(stages[name][0])
                 done(name)
@@ -188,6 +193,7 @@ def drive(
     finally:
         if ray_started:
             ray.shutdown()
+        save_seconds(root, took)
     write_lock(finished)
     if failed:
         for name, log in failed.items():

@@ -1,0 +1,49 @@
+"""tools/schedule.py: the runner's start order (longest path to the end first)."""
+
+from __future__ import annotations
+
+import json
+
+from tools.schedule import SECONDS_FILE, load_seconds, priorities, save_seconds
+
+# DVC's plan order: a stage after what it depends on. Two trainings feed their evaluations
+# and one comparison; the searched variant's training is the long one.
+NEEDS = {
+    "prepare": set(),
+    "train@a": {"prepare"},
+    "train_searched": {"prepare"},
+    "evaluate@a": {"train@a"},
+    "evaluate_searched": {"train_searched"},
+    "compare": {"evaluate@a", "evaluate_searched"},
+}
+SECONDS = {"prepare": 2.0, "train@a": 20.0, "train_searched": 90.0, "evaluate@a": 3.0,
+           "evaluate_searched": 4.0, "compare": 5.0}  # fmt: skip
+
+
+def test_priority_is_own_time_plus_the_slowest_chain_after_it():
+    level = priorities(NEEDS, SECONDS)
+    assert level["compare"] == 5.0
+    assert level["evaluate_searched"] == 4.0 + 5.0
+    assert level["train_searched"] == 90.0 + 9.0
+    assert level["train@a"] == 20.0 + 3.0 + 5.0
+    assert level["prepare"] == 2.0 + 99.0
+    ready = sorted(["train@a", "train_searched"], key=lambda n: -level[n])
+    assert ready == ["train_searched", "train@a"]
+
+
+def test_stages_never_timed_count_zero_and_keep_dvcs_order():
+    level = priorities(NEEDS, {})
+    assert set(level.values()) == {0.0}
+    ready = ["train@a", "train_searched"]
+    assert sorted(ready, key=lambda n: -level[n]) == ready  # a stable sort: DVC's order
+
+
+def test_saved_times_merge_over_the_stored_ones(tmp_path):
+    assert load_seconds(tmp_path) == {}
+    save_seconds(tmp_path, {"train@a": 20.04, "compare": 5.0})
+    save_seconds(tmp_path, {"train@a": 18.26})  # a later run that reran train@a only
+    assert load_seconds(tmp_path) == {"compare": 5.0, "train@a": 18.3}
+    text = (tmp_path / SECONDS_FILE).read_text()
+    assert json.loads(text) == {"compare": 5.0, "train@a": 18.3} and text.endswith("}\n")
+    save_seconds(tmp_path, {})  # a no-op run leaves the file as it was
+    assert (tmp_path / SECONDS_FILE).read_text() == text
