@@ -33,6 +33,7 @@ from tools.dvc_graph import (
     record,
     stage_env,
     write_lock,
+    yaml_in_c,
 )
 from tools.schedule import load_seconds, priorities, save_seconds
 
@@ -232,7 +233,7 @@ def main() -> None:
 
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.
-        with lock_repo(repo), params_parsed_once(), file_hashes_memoized():
+        with lock_repo(repo), params_parsed_once(), file_hashes_memoized(), yaml_in_c():
             stages = plan(repo, args.targets)
             code = drive(repo, stages, settings, create_store)
         if code:
