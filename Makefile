@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup browser repro test lint format bench bench-quick bench-search lock clean mlflow-ui report
+.PHONY: setup browser repro test lint format bench bench-quick bench-search bench-schedule lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -66,6 +66,11 @@ bench-quick: setup
 # `dvc repro prepare` first); prints a last `bench-search:` line.
 bench-search: setup
 	$(BIN)/python -m bench.search
+
+# The parallel runner's start order: DVC's vs longest path first, and bare (~17 min here);
+# prints a last `schedule:` line.
+bench-schedule: setup
+	$(BIN)/python -m bench.schedule
 
 # One table across DVC and MLflow; EXPS="exp1 exp2" compares DVC experiments instead.
 report: setup

@@ -150,6 +150,7 @@ def drive(
                     num_cpus=ray_cpus, max_retries=settings["max_retries"]
                 ).remote(name, cmds, str(stage.wdir), stage_env(repo, stage), log, stop_s)
                 running[ref], occupied[ref] = name, need
+                print(f"ray_repro: {name}: started", flush=True)
             if not running:
                 break
             # Short waits: Python runs signal handlers only between them.
