@@ -55,6 +55,19 @@ def prepare_stage(repo: Any, stage: Any) -> str:
 
 
 @contextlib.contextmanager
+def _patched(*patches: tuple[Any, str, Any]) -> Iterator[None]:
+    """Set each (object, attribute, value) for the block, then put the originals back."""
+    originals = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for obj, name, value in originals:
+            setattr(obj, name, value)
+
+
+@contextlib.contextmanager
 def params_parsed_once() -> Iterator[None]:
     """Parse each params file once per content, not once per params dependency and check.
 
@@ -77,11 +90,8 @@ def params_parsed_once() -> Iterator[None]:
             cache[key] = pickle.dumps(original(path, fs, **kwargs))
         return pickle.loads(cache[key])
 
-    param.load_path, param.dpath = load_path, _FastDpath(original_dpath)
-    try:
+    with _patched((param, "load_path", load_path), (param, "dpath", _FastDpath(original_dpath))):
         yield
-    finally:
-        param.load_path, param.dpath = original, original_dpath
 
 
 @contextlib.contextmanager
@@ -102,6 +112,13 @@ def file_hashes_memoized() -> Iterator[None]:
 
     original_meta, original_build, memo = Output._get_hash_meta, Output._build, {}
 
+    def memoized(key: tuple | None, compute: Any) -> Any:
+        if key is None:  # not a regular local file: DVC every time
+            return compute()
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
     def file_key(self: Any, *parts: Any) -> tuple | None:
         try:
             info = os.stat(self.fs_path) if self.fs.protocol == "local" else None
@@ -113,29 +130,18 @@ def file_hashes_memoized() -> Iterator[None]:
 
     def get_hash_meta(self: Any) -> Any:
         key = file_key(self, "meta", self.use_cache, self.hash_name)
-        if key is None:
-            return original_meta(self)
-        if key not in memo:
-            memo[key] = original_meta(self)
-        meta, hash_info = memo[key]
+        meta, hash_info = memoized(key, lambda: original_meta(self))
         return copy.copy(meta), copy.copy(hash_info)  # callers may change theirs
 
     def build(self: Any, odb: Any, path: str, fs: Any, name: str, **kwargs: Any) -> Any:
         key = None
         if kwargs.get("dry_run") and path == self.fs_path:
             key = file_key(self, "build", odb.path, name)
-        if key is None:
-            return original_build(self, odb, path, fs, name, **kwargs)
-        if key not in memo:
-            memo[key] = original_build(self, odb, path, fs, name, **kwargs)
-        odb, meta, obj = memo[key]
+        odb, meta, obj = memoized(key, lambda: original_build(self, odb, path, fs, name, **kwargs))
         return odb, copy.copy(meta), copy.copy(obj)
 
-    Output._get_hash_meta, Output._build = get_hash_meta, build
-    try:
+    with _patched((Output, "_get_hash_meta", get_hash_meta), (Output, "_build", build)):
         yield
-    finally:
-        Output._get_hash_meta, Output._build = original_meta, original_build
 
 
 @contextlib.contextmanager
@@ -166,12 +172,10 @@ def yaml_in_c() -> Iterator[None]:
 
         return _dump_data(path, data, dumper=dump, fs=fs, **kwargs)
 
-    originals = dvc_yaml.parse_yaml_for_update, serialize.dump_yaml
-    dvc_yaml.parse_yaml_for_update, serialize.dump_yaml = parse_for_update, dump_yaml
-    try:
+    with _patched(
+        (dvc_yaml, "parse_yaml_for_update", parse_for_update), (serialize, "dump_yaml", dump_yaml)
+    ):
         yield
-    finally:
-        dvc_yaml.parse_yaml_for_update, serialize.dump_yaml = originals
 
 
 class _FastDpath:
