@@ -41,11 +41,16 @@ class Optimizer(Strict):
     weight_decay: NonNegativeFloat = None
 
 
+# A schedule without initial_learning_rate starts from the optimizer's learning_rate, so a
+# searched (or swept) rate and its decay combine: search.variant_fields can add a schedule.
+START = "left out: the optimizer's learning_rate (Keras' default if it has none)"
+
+
 class ExponentialDecay(Strict):
     """keras.optimizers.schedules.ExponentialDecay, replacing the optimizer's learning_rate."""
 
     name: Literal["exponential_decay"]
-    initial_learning_rate: NonNegativeFloat
+    initial_learning_rate: NonNegativeFloat = Field(None, description=START)
     decay_steps: PositiveInt
     decay_rate: NonNegativeFloat
     staircase: bool = None
@@ -55,11 +60,23 @@ class CosineDecayRestarts(Strict):
     """keras.optimizers.schedules.CosineDecayRestarts, replacing the learning_rate."""
 
     name: Literal["cosine_decay_restarts"]
-    initial_learning_rate: NonNegativeFloat
+    initial_learning_rate: NonNegativeFloat = Field(None, description=START)
     first_decay_steps: PositiveInt
     t_mul: NonNegativeFloat = None
     m_mul: NonNegativeFloat = None
     alpha: NonNegativeFloat = None
+
+
+class ReduceLROnPlateau(Strict):
+    """keras.callbacks.ReduceLROnPlateau on val_loss (what EarlyStopping and the best-only
+    checkpoint watch): the learning rate times `factor` after `patience` epochs without a
+    better val_loss. Epoch-based, so it does not depend on the batch size as decay_steps do."""
+
+    factor: Annotated[float, Field(gt=0, lt=1)]
+    patience: PositiveInt
+    min_lr: NonNegativeFloat = None
+    cooldown: NonNegativeInt = None
+    min_delta: NonNegativeFloat = None
 
 
 def schedule_name(value: Any) -> Any:
@@ -99,6 +116,14 @@ class Checks(Strict):
             )
         return dropout
 
+    @field_validator("reduce_lr_on_plateau", check_fields=False)
+    @classmethod
+    def _one_rate_policy(cls, plateau: Any, info: ValidationInfo) -> Any:
+        # Keras cannot set the rate of an optimizer that follows a schedule (TypeError).
+        if plateau is not None and info.data.get("lr_schedule") is not None:
+            raise fail("cannot be combined with an lr_schedule; set lr_schedule: null")
+        return plateau
+
     @field_validator("class_weight", check_fields=False)
     @classmethod
     def _one_weight_per_class(cls, weights: Any, info: ValidationInfo) -> Any:
@@ -122,6 +147,7 @@ class Variant(Checks):
     loss: Literal[tuple(dict.fromkeys(LOSSES["thoracic"] + LOSSES["fashion_mnist"]))]
     optimizer: Optimizer
     lr_schedule: Schedule | None
+    reduce_lr_on_plateau: ReduceLROnPlateau | None
     patience: PositiveInt = Field(description="EarlyStopping patience (epochs) on val_loss")
     steps_per_execution: PositiveInt
     class_weight: ClassWeight = None  # None: every example weighs 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
@@ -67,12 +68,18 @@ def _accuracy(cfg: dict[str, Any]) -> keras.metrics.Metric:
 
 
 def make_optimizer(cfg: dict[str, Any]) -> keras.optimizers.Optimizer:
-    """Optimizer from cfg['optimizer']; an lr_schedule replaces its learning_rate."""
+    """Optimizer from cfg['optimizer']; an lr_schedule replaces its learning_rate, starting
+    from it unless the schedule gives its own initial_learning_rate."""
     opt = dict(cfg["optimizer"])
     cls = OPTIMIZERS[opt.pop("name")]
     sched = cfg["lr_schedule"]
     if sched is not None:
         sched = dict(sched)
+        if sched.get("initial_learning_rate") is None:
+            start = opt.get("learning_rate")
+            if start is None:  # the optimizer's own default, as Keras would use it
+                start = inspect.signature(cls).parameters["learning_rate"].default
+            sched["initial_learning_rate"] = start
         opt["learning_rate"] = SCHEDULES[sched.pop("name")](**sched)
     return cls(**opt)
 

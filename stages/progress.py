@@ -40,8 +40,10 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 def _number(value: Any) -> str:
-    """4 decimals (nan, inf as such); anything not a number as it is: never fail training."""
+    """4 decimals, 3 significant digits below 0.001 (a learning rate: 0.000161); nan, inf as
+    such; anything not a number as it is: never fail training."""
     try:
-        return f"{float(value):.4f}"
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    return f"{number:.3g}" if 0 < abs(number) < 1e-3 else f"{number:.4f}"

@@ -4,7 +4,8 @@ BackupAndRestore restores weights, optimizer state and the epoch. A resumed run 
 continue with the callbacks' memory and the RNG state, or it ends with other numbers:
 - ModelCheckpoint(save_best_only) forgets the best val_loss seen and may overwrite the best
   model with a worse one (tf-keras issue 430);
-- EarlyStopping forgets its patience counter and best value;
+- EarlyStopping and ReduceLROnPlateau forget their patience counters and best values
+  (the learning rate itself is an optimizer variable, which the backup holds);
 - Dropout's SeedGenerator restarts its stream, so masks differ from an uninterrupted run;
 - History only holds the epochs after the restart.
 TrainingState snapshots all of these after every epoch, keyed by epoch, and restores the
@@ -40,9 +41,10 @@ def _seed_generators(model: keras.Model) -> list[Any]:
 
 
 class TrainingState(keras.callbacks.Callback):
-    """Per-epoch snapshots of checkpoint/early-stopping memory, RNG state and history.
+    """Per-epoch snapshots of checkpoint/early-stopping/plateau memory, RNG state, history.
 
-    Put it after ModelCheckpoint and EarlyStopping (so it records their updated values)
+    Put it after ModelCheckpoint, EarlyStopping and ReduceLROnPlateau (so it records their
+    updated values)
     and before BackupAndRestore (so every backed-up epoch has a snapshot).
     """
 
@@ -52,11 +54,13 @@ class TrainingState(keras.callbacks.Callback):
         checkpoint: keras.callbacks.ModelCheckpoint,
         early_stopping: keras.callbacks.EarlyStopping,
         meta: dict[str, Any],
+        plateau: keras.callbacks.ReduceLROnPlateau | None = None,
     ) -> None:
         super().__init__()
         self.work_dir = work_dir
         self.checkpoint = checkpoint
         self.early_stopping = early_stopping
+        self.plateau = plateau
         self.meta = meta  # e.g. the MLflow run id and the config hash, kept with the state
         self.history: dict[str, list[float]] = {}
         self.snapshots: dict[str, Any] = {}
@@ -79,6 +83,9 @@ class TrainingState(keras.callbacks.Callback):
         self.checkpoint.best = snap["checkpoint_best"]
         es = self.early_stopping
         es.wait, es.best, es.best_epoch = snap["es_wait"], snap["es_best"], snap["es_best_epoch"]
+        if self.plateau is not None:
+            p = self.plateau
+            p.wait, p.best, p.cooldown_counter = snap["plateau"]
         for gen, state in zip(_seed_generators(self.model), snap["seeds"], strict=True):
             gen.state.assign(state)
         if (self.work_dir / SAFE_BEST).is_file():
@@ -98,6 +105,9 @@ class TrainingState(keras.callbacks.Callback):
             "es_best_epoch": es.best_epoch,
             "seeds": [g.state.numpy().tolist() for g in _seed_generators(self.model)],
         }
+        if self.plateau is not None:
+            p = self.plateau
+            self.snapshots[str(epoch + 1)]["plateau"] = [p.wait, _float(p.best), p.cooldown_counter]
         self.save()
 
     def save(self, finished: dict[str, Any] | None = None) -> None:

@@ -81,14 +81,20 @@ def train_model(
         checkpoint = keras.callbacks.ModelCheckpoint(
             work_dir / BEST, monitor="val_loss", save_best_only=True
         )
-        state = TrainingState(work_dir, checkpoint, early, meta or {})
+        plateau = cfg["reduce_lr_on_plateau"]
+        if plateau is not None:
+            plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", **plateau)
+        state = TrainingState(work_dir, checkpoint, early, meta or {}, plateau)
         if not saved:
             state.save()  # the run id is on disk before the first epoch can be killed
         # double_checkpoint: a kill during the backup write falls back to the previous epoch
         backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
         # TerminateOnNaN: a diverged run stops; best.keras keeps the last finite val_loss.
         stop_nan = keras.callbacks.TerminateOnNaN()
-        callbacks = [early, checkpoint, state, backup, stop_nan, *(extra_callbacks or [])]
+        # plateau before state: its logs' learning_rate joins the history, its memory the
+        # snapshot (None when the variant has none).
+        rate = [plateau] if plateau is not None else []
+        callbacks = [early, checkpoint, *rate, state, backup, stop_nan, *(extra_callbacks or [])]
         start = time.perf_counter()
         fit(model, cfg, train, val, callbacks)
         seconds = time.perf_counter() - start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from stages.model import build_model, class_probabilities, encode_labels
+from stages.model import build_model, class_probabilities, encode_labels, make_optimizer
 from stages.params import resolve_variant
 
 
@@ -65,6 +65,17 @@ def test_optimizer_betas_and_schedules_are_wired(params):
     exp = build_model(resolve_variant(params, "exp_decay")).optimizer._learning_rate
     assert isinstance(exp, keras.optimizers.schedules.ExponentialDecay)
     assert (exp.decay_steps, exp.decay_rate) == (10000, 0.9)
+
+
+def test_a_schedule_without_initial_rate_starts_from_the_optimizers(params):
+    cfg = resolve_variant(params, "exp_decay")
+    del cfg["lr_schedule"]["initial_learning_rate"]
+    cfg["optimizer"] = {"name": "adam", "learning_rate": 0.0003}
+    assert make_optimizer(cfg)._learning_rate.initial_learning_rate == 0.0003
+    cfg["optimizer"] = {"name": "sgd"}  # no rate of its own: SGD's default, 0.01
+    assert make_optimizer(cfg)._learning_rate.initial_learning_rate == 0.01
+    cfg["lr_schedule"]["initial_learning_rate"] = 0.05  # a schedule's own rate wins
+    assert make_optimizer(cfg)._learning_rate.initial_learning_rate == 0.05
 
 
 def test_activation_variants_differ_only_in_activation(params):

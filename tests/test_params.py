@@ -109,6 +109,16 @@ def test_thoracic_mlp_matches_the_seed(params):
             "lr_schedule: unknown field(s) decay_steps; allowed: alpha, first_decay_steps,"
             " initial_learning_rate, m_mul, name, t_mul",
         ),
+        (
+            "reduce_lr_on_plateau",
+            {"factor": 1.0, "patience": 3},
+            "variants.baseline.reduce_lr_on_plateau.factor: must be < 1, got 1.0",
+        ),
+        (
+            "reduce_lr_on_plateau",
+            {"factor": 0.5},
+            "variants.baseline.reduce_lr_on_plateau.patience: missing",
+        ),
         ("units2", 3, "variants.baseline: unknown field(s) units2; allowed: activation,"),
         (
             "presets",
@@ -129,6 +139,16 @@ def test_bad_variant_fields_name_the_key(params, field, value, message):
         assert "\n" not in str(err.value)
 
 
+def test_plateau_and_schedule_exclude_each_other(params):
+    # exp_decay has an lr_schedule (params.yaml): Keras could not set its optimizer's rate.
+    params["variants"]["exp_decay"]["reduce_lr_on_plateau"] = {"factor": 0.5, "patience": 3}
+    with pytest.raises(ConfigError, match=r"variants\.exp_decay\.reduce_lr_on_plateau: cannot be"):
+        resolve_variant(params, "exp_decay")
+    params["variants"]["exp_decay"]["lr_schedule"] = None
+    plateau = resolve_variant(params, "exp_decay")["reduce_lr_on_plateau"]
+    assert plateau == {"factor": 0.5, "patience": 3}
+
+
 def test_unknown_field_lists_every_allowed_one_including_presets(params):
     params["variants"]["baseline"]["unitz"] = 3
     with pytest.raises(ConfigError) as err:
@@ -136,7 +156,8 @@ def test_unknown_field_lists_every_allowed_one_including_presets(params):
     assert str(err.value) == (
         "variants.baseline: unknown field(s) unitz; allowed: activation, activity_l1,"
         " batch_size, class_weight, dataset, depth, dropout, epochs, kernel_l2, loss, lr_schedule,"
-        " max_norm, optimizer, patience, presets, steps_per_execution, units"
+        " max_norm, optimizer, patience, presets, reduce_lr_on_plateau, steps_per_execution,"
+        " units"
     )
 
 

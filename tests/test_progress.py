@@ -86,3 +86,14 @@ def test_nan_inf_and_missing_values():
     lines = stream.getvalue().splitlines()
     assert re.fullmatch(r"epoch 5/30 loss nan val_loss inf val_auc 0\.5000 \d+\.\ds", lines[0])
     assert re.fullmatch(r"epoch 6/30 \d+\.\ds", lines[1])
+
+
+def test_a_small_learning_rate_keeps_its_digits():
+    stream = io.StringIO()
+    progress = EpochProgress(30, stream=stream)
+    progress.on_train_begin()
+    progress.on_epoch_end(0, {"loss": 0.0, "accuracy": 0.91234, "learning_rate": 0.00016113})
+    line = stream.getvalue()
+    assert re.fullmatch(
+        r"epoch 1/30 loss 0\.0000 accuracy 0\.9123 learning_rate 0\.000161 \S+\n", line
+    )

@@ -65,10 +65,13 @@ def assert_same_models(a, b):
             np.testing.assert_array_equal(x, y)
 
 
-def test_resume_after_crash_equals_uninterrupted(params, tmp_path):
+@pytest.mark.parametrize("plateau", [None, {"factor": 0.5, "patience": 2}])
+def test_resume_after_crash_equals_uninterrupted(params, tmp_path, plateau):
     # With noisy validation labels the best val_loss comes early and later epochs are
-    # worse: the case where a forgetful checkpoint would overwrite best.keras after resume.
+    # worse: the case where a forgetful checkpoint would overwrite best.keras after resume,
+    # and where ReduceLROnPlateau's counter runs across the crash.
     cfg = {**resolve_variant(params, "dropout"), "epochs": 6, "batch_size": 16, "patience": 6}
+    cfg["reduce_lr_on_plateau"] = plateau
     full = run(cfg, tmp_path / "full", tmp_path / "w1", noisy_val=True)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "resumed", tmp_path / "w2", crash_after=3, noisy_val=True)
@@ -77,6 +80,9 @@ def test_resume_after_crash_equals_uninterrupted(params, tmp_path):
     assert resumed.history == full.history
     assert (resumed.best_epoch, resumed.epochs_run) == (full.best_epoch, full.epochs_run)
     assert full.best_epoch < 3 < full.epochs_run  # the best came before the crash
+    if plateau:  # the rate (an optimizer variable) and the callback's memory both resumed
+        rates = full.history["learning_rate"]
+        assert rates[0] == pytest.approx(0.001) and len(set(rates)) > 2, rates
     assert_same_models(tmp_path / "full", tmp_path / "resumed")
     assert read_state(tmp_path / "w2")["finished"]  # kept until the caller discards it
 
