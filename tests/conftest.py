@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,14 @@ from tools.prefork import stop_servers
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The Ctrl-C tests send SIGINT as a terminal does, to processes that handle it as they would
+# under a terminal. A suite started as `make test &` from a script inherits SIGINT ignored (a
+# shell's background jobs without job control), and an ignored signal stays ignored across
+# exec, down to every stage process. A handler is reset to the default at exec: children of
+# this worker get SIGINT's default disposition again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # The suite runs on two xdist workers, a module at a time each (pyproject.toml: -n 2 --dist
