@@ -10,7 +10,7 @@ real data. A policy is one of
 
 Judge by validation (val_loss and val_accuracy at the best epoch); the test accuracy of the
 best and last checkpoints (stages/scoring.py, as evaluate scores them) is printed for the
-record. Prints one JSON line per N. Changes nothing in the pipeline.
+record. Prints one JSON line per policy. Changes nothing in the pipeline.
 """
 
 from __future__ import annotations

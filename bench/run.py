@@ -34,7 +34,7 @@ import yaml
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, SEARCH_BEST
 from tools.prefork import socket_dir, stop_servers
-from tools.schedule import SECONDS_FILE
+from tools.schedule import load_seconds, save_seconds
 
 CHANGED_VARIANT = "baseline"
 # Like with like: bare and notebook train the same variants as the timed pipeline: the seed
@@ -149,9 +149,7 @@ def main() -> None:
         seed_study(par, args.quick)
         # As on a fresh clone of main: the stage times of main's last `make repro`, by which
         # the runner orders its stages (tools/schedule.py).
-        if (REPO_ROOT / SECONDS_FILE).is_file():
-            (par / SECONDS_FILE).parent.mkdir(exist_ok=True)
-            (par / SECONDS_FILE).write_bytes((REPO_ROOT / SECONDS_FILE).read_bytes())
+        save_seconds(par, load_seconds(REPO_ROOT))
         subprocess.run([dvc_bin(), "repro", "fetch"], cwd=par, env=env, check=True)
         runner = [sys.executable, "-m", "tools.ray_repro"]
         figures["parallel_s"], rss["parallel"], out = measure(runner, par, env)

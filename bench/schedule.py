@@ -14,7 +14,6 @@ parallel runs must be byte-identical. Prints each wall time and a last `schedule
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,16 +24,15 @@ from bench.run import measure, seed_study
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT
 from tools.prefork import stop_servers
-from tools.schedule import SECONDS_FILE
+from tools.schedule import load_seconds, save_seconds
 
 
-def parallel(dest: Path, quick: bool, env: dict[str, str], seconds: bytes | None) -> float:
-    """A fresh copy of the seed study, fetched, then timed under the parallel runner."""
+def parallel(dest: Path, quick: bool, env: dict[str, str], seconds: dict[str, float]) -> float:
+    """A fresh copy of the seed study with these stage times (none: DVC's order), fetched,
+    then timed under the parallel runner."""
     repo = copy_repo(dest)
     seed_study(repo, quick)
-    if seconds is not None:
-        (repo / SECONDS_FILE).parent.mkdir(exist_ok=True)
-        (repo / SECONDS_FILE).write_bytes(seconds)
+    save_seconds(repo, seconds)  # writes nothing for none
     subprocess.run([dvc_bin(), "repro", "fetch"], cwd=repo, env=env, check=True)
     stop_servers()  # each run starts with no warm server
     wall, _, out = measure([sys.executable, "-m", "tools.ray_repro"], repo, env)
@@ -52,9 +50,9 @@ def main() -> None:
     env = pipeline_env()
     with runtime, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         first = Path(tmp) / "dvc_order"
-        fifo_s = parallel(first, args.quick, env, None)
-        times = (first / SECONDS_FILE).read_bytes()
-        top = sorted(json.loads(times).items(), key=lambda kv: -kv[1])[:3]
+        fifo_s = parallel(first, args.quick, env, {})
+        times = load_seconds(first)
+        top = sorted(times.items(), key=lambda kv: -kv[1])[:3]
         print("longest stages: " + ", ".join(f"{name} {s:.1f} s" for name, s in top))
         second = Path(tmp) / "longest_first"
         ordered_s = parallel(second, args.quick, env, times)

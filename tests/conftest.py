@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import yaml
 
@@ -26,11 +25,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# The Ctrl-C tests send SIGINT as a terminal does, to processes that handle it as they would
-# under a terminal. A suite started as `make test &` from a script inherits SIGINT ignored (a
-# shell's background jobs without job control), and an ignored signal stays ignored across
-# exec, down to every stage process. A handler is reset to the default at exec: children of
-# this worker get SIGINT's default disposition again.
+# The Ctrl-C tests need SIGINT handled as under a terminal. `make test &` from a script starts
+# with it ignored, which exec keeps; a handler is reset at exec: the children get the default.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -288,16 +284,3 @@ def start_sleeper(repo: Path) -> tuple[subprocess.Popen, int]:
     proc.stdin.write("x\n")
     proc.stdin.flush()
     return proc, _wait_for(repo / "started")
-
-
-def ray_processes(marker: str) -> list[psutil.Process]:
-    """Live processes started with RAY_TMPDIR=marker in their environment: the Ray instance
-    one test started, not another worker's."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("RAY_TMPDIR") == marker and proc.status() != "zombie":
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dvc, ray_processes, sh, tiny_params
+from conftest import dvc, sh, tiny_params
+from processes import ray_processes
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, load_params

@@ -19,7 +19,8 @@ import psutil
 import pytest
 import ray
 import yaml
-from conftest import dvc, ran, ray_processes, tiny_params
+from conftest import dvc, ran, tiny_params
+from processes import ray_processes
 
 from bench.workspace import commit, copy_repo, pipeline_env
 from stages import search as search_stage

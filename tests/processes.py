@@ -1,0 +1,18 @@
+"""Finding the processes a test started, among those of the other xdist worker."""
+
+from __future__ import annotations
+
+import psutil
+
+
+def ray_processes(marker: str) -> list[psutil.Process]:
+    """Live processes started with RAY_TMPDIR=marker in their environment: the Ray instance
+    one test started, not another worker's."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RAY_TMPDIR") == marker and proc.status() != "zombie":
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
