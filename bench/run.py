@@ -181,7 +181,8 @@ def main() -> None:
             for line in out.splitlines():
                 print(f"  {line}")
 
-    bookkeeping = [sys.executable, "-m", "bench.bookkeeping"]
+    # The study's graph (4 stages per variant) and the graph issue 13 timed (2 per variant).
+    bookkeeping = [sys.executable, "-m", "bench.bookkeeping", "--shape", "study", "issue"]
     if args.quick:
         bookkeeping += ["--runner", "18"]
     subprocess.run(bookkeeping, cwd=REPO_ROOT, env=env, check=True)

@@ -24,6 +24,7 @@ from processes import ray_processes
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, load_params
 from tools.dvc_graph import descendants, plan
+from tools.ray_repro import background
 from tools.schedule import load_seconds, save_seconds
 
 RUNNER = load_params()["runner"]
@@ -95,6 +96,16 @@ def test_descendants_are_transitive():
     assert descendants(needs, "a") == {"b", "d"}
     assert descendants(needs, "c") == {"d"}
     assert descendants(needs, "e") == set()
+
+
+def test_background_gives_its_result_or_its_error():
+    # The runner creates the MLflow store and writes the last lock this way: their result
+    # and their errors must reach the caller, and the call must have ended by then.
+    ended = []
+    assert background(lambda: ended.append(1) or "done").result() == "done"
+    assert ended == [1]
+    with pytest.raises(ValueError, match="'x'"):
+        background(int, "x").result()
 
 
 def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):

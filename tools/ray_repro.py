@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ def start_ray(settings: dict[str, Any]) -> bool:
         log_to_driver=True,
     )
     return True
+
+
+def background(function: Any, *args: Any) -> Future:
+    """function(*args) in a thread of its own; .result() waits for it and raises its error.
+    Python joins the thread at exit, so a started lock write is never cut short."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=function.__name__)
+    future = pool.submit(function, *args)
+    pool.shutdown(wait=False)  # the thread ends with the call
+    return future
 
 
 class Interrupted(Exception):
@@ -121,13 +131,16 @@ def drive(
                 finished.append(stages[name][0])
                 done(name)
             if runnable and ray_started is None:
-                if before_first_run:
-                    before_first_run()
+                # before_first_run (the MLflow store: ~3 s when new) overlaps Ray's start,
+                # which mostly waits for Ray's processes; it is done before any stage starts.
+                setup = background(before_first_run) if before_first_run else None
                 import ray
 
                 from tools.ray_tasks import LOG_DIR, run_command
 
                 ray_started = start_ray(settings)
+                if setup:
+                    setup.result()
                 capacity = ray.cluster_resources().get("CPU", 1.0)
                 # Stages that use Ray themselves (search) join this instance or cluster.
                 os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
@@ -183,6 +196,9 @@ def drive(
             if finished and time.monotonic() - last_commit > settings["commit_interval_s"]:
                 write_lock(finished)
                 finished, last_commit = [], time.monotonic()
+        # Every stage is done: the last lock write overlaps Ray's shutdown (a wait for its
+        # processes to exit), and is complete before this returns.
+        final_write = background(write_lock, finished)
     except (KeyboardInterrupt, Interrupted) as why:
         print(f"ray_repro: {why or 'interrupted'}: stopping {len(running)} stage(s)", flush=True)
         if running:
@@ -196,7 +212,7 @@ def drive(
         if ray_started:
             ray.shutdown()
         save_seconds(root, took)
-    write_lock(finished)
+    final_write.result()
     if failed:
         for name, log in failed.items():
             print(f"ray_repro: failed: {name} (log: {log})", file=sys.stderr)
