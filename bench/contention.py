@@ -33,7 +33,9 @@ def fit_once(label: str, epochs: int) -> None:
 
     params = load_params(REPO_ROOT)
     cfg = resolve_variant(params, require(params, "search.variant"))
-    configure_tf(require(params, "seed"), require(params, "deterministic"), 1)
+    configure_tf(
+        require(params, "seed"), require(params, "deterministic"), require(params, "train.threads")
+    )
     x, y = load_split(split_path(REPO_ROOT / PREPARED_DIR, "train", cfg["dataset"]))
     y = encode_labels(y, cfg)
     model = build_model(cfg)
