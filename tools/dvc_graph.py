@@ -178,6 +178,25 @@ def yaml_in_c() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def state_links_kept_open() -> Iterator[None]:
+    """Record a checked-out file's link in DVC's state database without reopening it.
+
+    State.set_link writes through `with self.links:`, which closes diskcache's SQLite
+    connection after every write, so the next one opens and sets it up again: 658 writes
+    took 1.63 s on a generated 108-variant graph, 0.10 s on one connection. The same row is
+    written (autocommitted, as before); the connection closes with the repo's state.
+    """
+    from dvc_data.hashfile.state import State
+    from dvc_objects.fs.utils import relpath
+
+    def set_link(self: Any, path: str, inode: int, mtime: Any) -> None:
+        self.links[relpath(path, self.root_dir)] = (inode, mtime)
+
+    with _patched((State, "set_link", set_link)):
+        yield
+
+
 class _FastDpath:
     """dpath with a direct lookup for plain dotted keys: dpath.get walks the whole params tree
     for each key (5,484 calls, 11.8 s, on the same 54-variant graph). Anything else, a glob or

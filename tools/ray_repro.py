@@ -33,6 +33,7 @@ from tools.dvc_graph import (
     prepare_stage,
     record,
     stage_env,
+    state_links_kept_open,
     write_lock,
     yaml_in_c,
 )
@@ -102,12 +103,16 @@ def drive(
     finished: list[Any] = []  # recorded (record()) as they finish; not yet in dvc.lock
     failed: dict[str, str] = {}
     skipped: set[str] = set()
-    ray_started: bool | None = None
     last_commit = time.monotonic()
-    ray = None  # imported and started with the first command: a no-op needs neither
-    cpus, stop_s, capacity = settings["stage_cpus"], settings["stop_timeout_s"], 1.0
+    cpus, stop_s = settings["stage_cpus"], settings["stop_timeout_s"]
     runnable: list[str] = []  # stale stages waiting for CPUs
     occupied: dict[Any, float] = {}  # running stage -> the CPUs it occupies
+    ray: Any = None  # imported and started with the first command: a no-op needs neither
+    ray_started: bool | None = None
+    capacity = 1.0
+
+    def by_priority(names: list[str]) -> None:
+        names.sort(key=lambda n: -priority[n])  # stable: else DVC's order
 
     def done(name: str) -> None:
         for other, deps in waiting.items():
@@ -115,66 +120,79 @@ def drive(
                 deps.discard(name)
                 if not deps and other not in skipped:
                     ready.append(other)
+        by_priority(ready)
 
+    def start_ray_once() -> None:
+        nonlocal ray, ray_started, capacity
+        # before_first_run (the MLflow store: ~3 s when new) overlaps Ray's start, which
+        # mostly waits for Ray's processes; it is done before any stage starts.
+        setup = background(before_first_run) if before_first_run else None
+        import ray
+
+        ray_started = start_ray(settings)
+        if setup:
+            setup.result()
+        capacity = ray.cluster_resources().get("CPU", 1.0)
+        # Stages that use Ray themselves (search) join this instance or cluster.
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        # ray.init installs its own SIGTERM handler (log, then exit): ours instead.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _request_stop)
+
+    def start_what_fits() -> None:
+        # A stage occupies its CPUs; one that drives Ray tasks of its own (the search's
+        # trials) asks Ray for none, and the runner keeps its CPUs free for them.
+        if not runnable:
+            return
+        from tools.ray_tasks import LOG_DIR, run_command
+
+        while runnable:
+            name = runnable[0]
+            need = min(cpus.get(name, settings["cpus_per_stage"]), capacity)
+            if running and sum(occupied.values()) + need > capacity:
+                return
+            runnable.pop(0)
+            stage = stages[name][0]
+            cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+            log = str(root / LOG_DIR / f"{name}.log")
+            ray_cpus = 0 if name in settings["ray_driver_stages"] else need
+            ref = run_command.options(
+                num_cpus=ray_cpus, max_retries=settings["max_retries"]
+            ).remote(name, cmds, str(stage.wdir), stage_env(repo, stage), log, stop_s)
+            running[ref], occupied[ref] = name, need
+            print(f"ray_repro: {name}: started", flush=True)
+
+    by_priority(ready)
     try:
         while ready or runnable or running:
-            while ready:  # DVC's checks as soon as a stage's upstream stages are done
+            if ready:  # DVC's checks, one stage between polls: free CPUs are refilled at once
                 name = ready.pop(0)
                 action = prepare_stage(repo, stages[name][0])
                 print(f"ray_repro: {name}: {action}", flush=True)
                 if action == "run":
                     runnable.append(name)
-                    runnable.sort(key=lambda n: -priority[n])  # stable: else DVC's order
-                    continue
-                if action == "restored":
-                    record(stages[name][0])
-                finished.append(stages[name][0])
-                done(name)
+                    by_priority(runnable)
+                else:
+                    if action == "restored":
+                        record(stages[name][0])
+                    finished.append(stages[name][0])
+                    done(name)
             if runnable and ray_started is None:
-                # before_first_run (the MLflow store: ~3 s when new) overlaps Ray's start,
-                # which mostly waits for Ray's processes; it is done before any stage starts.
-                setup = background(before_first_run) if before_first_run else None
-                import ray
-
-                from tools.ray_tasks import LOG_DIR, run_command
-
-                ray_started = start_ray(settings)
-                if setup:
-                    setup.result()
-                capacity = ray.cluster_resources().get("CPU", 1.0)
-                # Stages that use Ray themselves (search) join this instance or cluster.
-                os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-                # ray.init installs its own SIGTERM handler (log, then exit): ours instead.
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, _request_stop)
-            # Start what fits: a stage occupies its CPUs; one that drives Ray tasks of its own
-            # (the search's trials) asks Ray for none, and the runner keeps its CPUs free.
-            while runnable:
-                name = runnable[0]
-                need = min(cpus.get(name, settings["cpus_per_stage"]), capacity)
-                if running and sum(occupied.values()) + need > capacity:
-                    break
-                runnable.pop(0)
-                stage = stages[name][0]
-                cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
-                log = str(Path(repo.root_dir) / LOG_DIR / f"{name}.log")
-                ray_cpus = 0 if name in settings["ray_driver_stages"] else need
-                ref = run_command.options(
-                    num_cpus=ray_cpus, max_retries=settings["max_retries"]
-                ).remote(name, cmds, str(stage.wdir), stage_env(repo, stage), log, stop_s)
-                running[ref], occupied[ref] = name, need
-                print(f"ray_repro: {name}: started", flush=True)
+                start_ray_once()
+            start_what_fits()
             if not running:
-                break
-            # Short waits: Python runs signal handlers only between them.
-            finished_refs, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+                continue
+            # Short waits: Python runs signal handlers only between them. No wait while
+            # stages are still to be checked.
+            ended, _ = ray.wait(list(running), num_returns=1, timeout=0 if ready else WAIT_S)
             if STOP:
                 raise Interrupted(STOP[0])
-            if not finished_refs:
+            if not ended:
                 continue
-            ref = finished_refs[0]
+            ref = ended[0]
             name = running.pop(ref)
             occupied.pop(ref)
+            start_what_fits()  # the freed CPUs work while this stage is recorded
             try:
                 result = ray.get(ref)
                 code, log = result["code"], result["log"]
@@ -250,7 +268,13 @@ def main() -> None:
 
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.
-        with lock_repo(repo), params_parsed_once(), file_hashes_memoized(), yaml_in_c():
+        with (
+            lock_repo(repo),
+            params_parsed_once(),
+            file_hashes_memoized(),
+            yaml_in_c(),
+            state_links_kept_open(),
+        ):
             stages = plan(repo, args.targets)
             code = drive(repo, stages, settings, create_store)
         if code:
