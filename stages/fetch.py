@@ -1,107 +1,22 @@
 """fetch: copy or download the raw data files into data/raw/, checksum-verified.
 
-Sources are tried in order: each directory in $DATA_MIRRORS, the params' local
-directories, then the params' URLs. A file is accepted only when the sha256 of its
-(decompressed) content matches the pinned value, whatever the source.
+Usage: python -m stages.fetch
+Sources are tried in order: each directory in $DATA_MIRRORS, fetch.local_dirs, then each
+dataset's URLs; a file is accepted only when the sha256 of its (decompressed) content matches
+the pinned value, whatever the source (study/data/fetch.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sys
-import urllib.request
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
-
-from stages.formats import DataError, decompress_if_gzip, write_atomic
-from stages.params import (
-    RAW_DIR,
-    REPO_ROOT,
-    StageError,
-    load_params,
-    project_root,
-    require,
-    run_stage,
-)
-
-MIRRORS_ENV = "DATA_MIRRORS"
-HOW_TO_GET = (
-    "To get the data offline: `sudo apt-get install dataset-fashion-mnist` (Fashion-MNIST), "
-    f"or put the files in a directory and set {MIRRORS_ENV}=/that/dir (colon-separated list)."
-)
-
-
-class FetchError(StageError):
-    """No source delivered a file with the pinned checksum."""
-
-
-def sources_for(name: str, dirs: Iterable[str], urls: Iterable[str]) -> list[str]:
-    """Candidate locations of `name`: directories first (in order), then URLs."""
-    return [str(Path(d) / name) for d in dirs if d] + [u.rstrip("/") + "/" + name for u in urls]
-
-
-def read_source(source: str, timeout_s: float) -> bytes:
-    """Read a local path or download a URL, with a progress bar for downloads."""
-    if "://" not in source:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError("not found")
-        return path.read_bytes()
-    from tqdm import tqdm
-
-    with urllib.request.urlopen(source, timeout=timeout_s) as resp:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        chunks = []
-        with tqdm(total=total, unit="B", unit_scale=True, desc=source, file=sys.stderr) as bar:
-            while chunk := resp.read(1 << 16):
-                chunks.append(chunk)
-                bar.update(len(chunk))
-    return b"".join(chunks)
-
-
-def fetch_file(name: str, sha256: str, sources: list[str], timeout_s: float) -> bytes:
-    """Return the content of the first source whose decompressed sha256 matches."""
-    tried = []
-    for source in sources:
-        try:
-            content = decompress_if_gzip(read_source(source, timeout_s), source)
-        except (OSError, DataError, ValueError) as exc:
-            tried.append(f"  {source}: {exc}")
-            continue
-        digest = hashlib.sha256(content).hexdigest()
-        if digest == sha256:
-            return content
-        tried.append(f"  {source}: sha256 mismatch (got {digest}, expected {sha256})")
-    listing = "\n".join(tried)
-    raise FetchError(f"could not fetch {name}; sources tried:\n{listing}\n{HOW_TO_GET}")
-
-
-def raw_name(name: str) -> str:
-    """Files are stored decompressed, so one name and one checksum fit every source."""
-    return name[: -len(".gz")] if name.endswith(".gz") else name
-
-
-def fetch(cfg: dict[str, Any], mirrors: list[str], out_dir: Path) -> dict[str, Path]:
-    """Fetch every file of every dataset in `cfg` into out_dir/<dataset>/."""
-    timeout_s = float(cfg["timeout_s"])
-    dirs = [*mirrors, *(cfg.get("local_dirs") or [])]
-    written = {}
-    for dataset, spec in cfg["datasets"].items():
-        for name, sha256 in spec["files"].items():
-            content = fetch_file(name, sha256, sources_for(name, dirs, spec["urls"]), timeout_s)
-            target = out_dir / dataset / raw_name(name)
-            write_atomic(target, content)
-            written[f"{dataset}/{name}"] = target
-    return written
+from study.config.cli import run_stage
+from study.config.params import load_params
+from study.config.paths import RAW_DIR, REPO_ROOT
+from study.data.fetch import env_mirrors, fetch
 
 
 def main() -> None:
-    cfg = require(load_params(), "fetch")
-    # Relative mirrors are relative to the user's repository, also under `dvc exp run --temp`.
-    mirrors = [str(project_root() / d) for d in os.environ.get(MIRRORS_ENV, "").split(":") if d]
-    for key, path in fetch(cfg, mirrors, REPO_ROOT / RAW_DIR).items():
+    params = load_params()
+    for key, path in fetch(params.fetch, env_mirrors(), REPO_ROOT / RAW_DIR).items():
         print(f"fetch: {key} -> {path.relative_to(REPO_ROOT)}")
 
 

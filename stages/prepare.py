@@ -1,182 +1,19 @@
 """prepare: raw files -> seeded, stratified train/val/test splits under data/prepared/.
 
-Layout: data/prepared/<split>/<dataset>.npz (arrays `x`, `y`): dvc.yaml's train@V depends on
-the train and val files of V's dataset only, evaluate@V on its test file, so the test split is
-visibly held out and a change to one dataset's preparation reruns only that dataset's variants.
+Usage: python -m stages.prepare   (study/data/prepare.py; params: seed, prepare)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-from sklearn.model_selection import train_test_split
-
-from stages.formats import DataError, read_idx, read_thoracic_csv, split_path, write_atomic
-from stages.params import (
-    PREPARED_DIR,
-    RAW_DIR,
-    REPO_ROOT,
-    ConfigError,
-    load_params,
-    require,
-    run_stage,
-    validate_params,
-)
-
-FASHION_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
-}
-PIXEL_MAX = 255.0
-Split = dict[str, tuple[np.ndarray, np.ndarray]]
-
-
-def _fraction(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ConfigError(f"{key}: must be a fraction in (0, 1), got {value!r}")
-    return float(value)
-
-
-def split_rows(y: np.ndarray, cfg: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-    """Row indices of the stratified train/val/test split (every thoracic dataset's rows)."""
-    val = _fraction("prepare.thoracic.val_fraction", cfg["val_fraction"])
-    test = _fraction("prepare.thoracic.test_fraction", cfg["test_fraction"])
-    if val + test >= 1:
-        raise ConfigError(
-            f"prepare.thoracic: val_fraction + test_fraction must be < 1 "
-            f"(leaving a training set), got {val} + {test} = {val + test}"
-        )
-    rows = np.arange(len(y))
-    rest, test_rows = train_test_split(rows, test_size=test, stratify=y, random_state=seed)
-    # An absolute count, so val is `val` of the whole (a fraction of the rest rounds up).
-    train, val_rows = train_test_split(
-        rest, test_size=round(val * len(y)), stratify=y[rest], random_state=seed
-    )
-    return {"train": train, "val": val_rows, "test": test_rows}
-
-
-def encode_features(
-    x: np.ndarray, rows: dict[str, np.ndarray], cfg: dict[str, Any], key: str
-) -> dict[str, np.ndarray]:
-    """Each split's float32 features: drop_columns left out, each of one_hot_columns replaced
-    by one 0/1 column per value seen in the train rows (an unseen value: all 0), the other
-    columns z-scored on the train rows' statistics if standardize."""
-    for field in ("drop_columns", "one_hot_columns"):
-        outside = [c for c in cfg[field] if c >= x.shape[1]]
-        if outside:
-            raise ConfigError(
-                f"{key}.{field}: column(s) {outside} out of range; the CSV has"
-                f" {x.shape[1]} feature columns (0..{x.shape[1] - 1})"
-            )
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in rows}
-    numeric: list[bool] = []
-    for col in range(x.shape[1]):
-        if col in cfg["drop_columns"]:
-            continue
-        values = np.unique(x[rows["train"], col]) if col in cfg["one_hot_columns"] else None
-        for name, r in rows.items():
-            column = x[r][:, [col]]
-            parts[name].append(column if values is None else column == values)
-        numeric += [True] if values is None else [False] * len(values)
-    out = {name: np.hstack(cols).astype(np.float32) for name, cols in parts.items()}
-    if cfg["standardize"]:
-        mean, std = out["train"].mean(axis=0), out["train"].std(axis=0)
-        std[std == 0] = 1.0  # constant columns stay constant (0) instead of NaN
-        out = {name: np.where(numeric, (a - mean) / std, a) for name, a in out.items()}
-    return out
-
-
-def split_thoracic(
-    x: np.ndarray,
-    y: np.ndarray,
-    cfg: dict[str, Any],
-    seed: int,
-    features: dict[str, Any] | None = None,
-    key: str = "prepare.thoracic",
-) -> Split:
-    """Stratified train/val/test split by cfg's fractions, with `features` (default: cfg's
-    own drop_columns, one_hot_columns, standardize) as encode_features makes them."""
-    rows = split_rows(y, cfg, seed)
-    xs = encode_features(x, rows, cfg if features is None else features, key)
-    return {name: (xs[name], y[r]) for name, r in rows.items()}
-
-
-def _subsample(x: np.ndarray, y: np.ndarray, limit: Any, key: str, seed: int):
-    if limit is None or limit >= len(y):
-        return x, y
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-        raise ConfigError(f"{key}: must be a positive integer or null, got {limit!r}")
-    x, _, y, _ = train_test_split(x, y, train_size=limit, stratify=y, random_state=seed)
-    return x, y
-
-
-def split_fashion(arrays: dict[str, np.ndarray], cfg: dict[str, Any], seed: int) -> Split:
-    """Scale pixels to [0, 1] float32; carve a stratified validation split from train."""
-    for part in ("train", "test"):
-        n_x, n_y = len(arrays[f"{part}_x"]), len(arrays[f"{part}_y"])
-        if n_x != n_y:
-            raise DataError(f"fashion_mnist {part}: {n_x} images but {n_y} labels")
-    p = "prepare.fashion_mnist"
-    x, y = _subsample(
-        arrays["train_x"], arrays["train_y"], cfg["max_train"], f"{p}.max_train", seed
-    )
-    x_test, y_test = _subsample(
-        arrays["test_x"], arrays["test_y"], cfg["max_test"], f"{p}.max_test", seed
-    )
-    if cfg["validate_on_test"]:
-        # The seed's setting: model selection sees the test set (optimistic test scores).
-        x_train, y_train, x_val, y_val = x, y, x_test, y_test
-    else:
-        val = _fraction(f"{p}.val_fraction", cfg["val_fraction"])
-        x_train, x_val, y_train, y_val = train_test_split(
-            x, y, test_size=val, stratify=y, random_state=seed
-        )
-
-    def scale(a: np.ndarray) -> np.ndarray:
-        return a.astype(np.float32) / np.float32(PIXEL_MAX)
-
-    return {
-        "train": (scale(x_train), y_train.astype(np.int64)),
-        "val": (scale(x_val), y_val.astype(np.int64)),
-        "test": (scale(x_test), y_test.astype(np.int64)),
-    }
-
-
-def save_split(split: Split, root: Path, dataset: str) -> None:
-    """Write the dataset's train/val/test .npz (uncompressed: loads in a fraction of a second).
-
-    The bytes depend on the arrays alone (np.savez dates every zip entry 1980-01-01, zipfile's
-    default, not the clock): DVC hashes bytes, and an unchanged dataset must stay unchanged.
-    tests/test_prepare.py checks it.
-    """
-    import io
-
-    for name, (x, y) in split.items():
-        buf = io.BytesIO()
-        np.savez(buf, x=x, y=y)
-        write_atomic(split_path(root, name, dataset), buf.getvalue())
-
-
-def prepare(params: dict[str, Any], raw: Path, out: Path) -> None:
-    """Prepare every dataset from raw/ into out/<split>/<dataset>.npz (params validated)."""
-    cfg, seed = validate_params(params).prepare.model_dump(), require(params, "seed")
-    x, y = read_thoracic_csv(raw / "thoracic" / "ThoraricSurgery.csv")
-    for dataset in ("thoracic", "thoracic_clean"):  # the same rows: prepare.thoracic's split
-        split = split_thoracic(x, y, cfg["thoracic"], seed, cfg[dataset], f"prepare.{dataset}")
-        save_split(split, out, dataset)
-    arrays = {
-        key: read_idx(raw / "fashion_mnist" / name, 3 if key.endswith("_x") else 1)
-        for key, name in FASHION_FILES.items()
-    }
-    save_split(split_fashion(arrays, cfg["fashion_mnist"], seed), out, "fashion_mnist")
+from study.config.cli import run_stage
+from study.config.params import load_params
+from study.config.paths import PREPARED_DIR, RAW_DIR, REPO_ROOT
+from study.data.prepare import prepare
 
 
 def main() -> None:
-    prepare(load_params(), REPO_ROOT / RAW_DIR, REPO_ROOT / PREPARED_DIR)
+    params = load_params()
+    prepare(params.prepare, params.seed, REPO_ROOT / RAW_DIR, REPO_ROOT / PREPARED_DIR)
 
 
 if __name__ == "__main__":

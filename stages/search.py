@@ -1,135 +1,19 @@
 """search: a hyperparameter search with Ray Tune; its best trial becomes the searched variant.
 
 Usage: python -m stages.search   (dvc.yaml's search stage; params.yaml's `search` section)
-
-A seeded Optuna TPE searcher proposes trials from search.space, ASHA stops poor ones at its
-rungs, and Ray schedules, retries (search.max_failures) and stops them: on a local Ray
-instance this stage starts on 127.0.0.1 and shuts down when it ends (also on Ctrl-C and
-SIGTERM), or on the cluster at search.address or $RAY_ADDRESS, which it leaves running.
-Each trial (stages/search_trial.py) trains its variant with the train stage's code on the
-train and val splits and logs to its own MLflow run, nested under this stage's run `search`.
-Ray and Tune: stages/search_tune.py. Writes search/best.yaml (the best trial as a variant
-entry), metrics/search.json and reports/search_trials.{csv,md}, reports/search.png
-(stages/search_report.py).
+Trains trials on the train and val splits of search.dataset (never test) and writes
+search/best.yaml, metrics/search.json, reports/search_trials.{csv,md} and reports/search.png
+(study/search/run.py).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-import time
-from pathlib import Path
-from typing import Any
 
-import ray
-
-from stages.formats import load_split, split_path
-from stages.params import (
-    PREPARED_DIR,
-    REPO_ROOT,
-    load_params,
-    require,
-    run_stage,
-)
-from stages.search_report import OUTPUTS, finish
-from stages.search_space import search_settings
-from stages.search_trial import PARENT_TAG, end_trial_runs, tag_trial_runs
-from stages.search_tune import fit, start_ray
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised where the stage is, like Ctrl-C."""
-
-    signum = signal.SIGINT
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    Interrupted.signum = signum
-    raise Interrupted
-
-
-def run_search(params: dict[str, Any], root: Path = REPO_ROOT) -> dict[str, Any]:
-    """The search, its MLflow runs and its outputs under root; metrics/search.json's dict
-    (and the driver's record of every trial under `trial_records`, not in the file).
-
-    Every check runs before any data is read or Ray starts (search_settings)."""
-    search = search_settings(params)
-    files = [split_path(root / PREPARED_DIR, s, search["dataset"]) for s in ("train", "val")]
-    train, val = (load_split(path) for path in files)
-    client, spec = search_run(params, search)
-    experiment_id, run_id = spec["experiment_id"], spec["parent_run_id"]
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-    owned = not ray.is_initialized()  # a caller's Ray connection is the caller's to end
-    status = "FAILED"
-    try:
-        start = time.monotonic()
-        if owned:
-            start_ray(search)
-        if main_thread:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-        records, asha, fit_s = fit(search, spec, (train, val), root)
-        wall_s = time.monotonic() - start
-        stats = finish(params, records, asha.stopped_early, fit_s, wall_s, root)
-        tag_trial_runs(client, experiment_id, run_id, records)
-        log_outputs(client, run_id, stats, root)
-        status = "FINISHED"
-        return {**stats, "trial_records": records}
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        end_trial_runs(client, experiment_id, run_id)
-        client.set_terminated(run_id, status)
-        if owned:
-            ray.shutdown()  # a local instance: every process it started; a cluster: we leave
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def search_run(params: dict[str, Any], search: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Start the search's MLflow run; (client, what every trial needs from the driver).
-
-    The store and experiment exist before any trial uses them (setup_mlflow): trials
-    migrating a fresh SQLite store at once would race."""
-    from mlflow.entities import Param
-
-    from stages.tracking import project_run_id, provenance_tags, setup_mlflow
-
-    mlflow = setup_mlflow(params)
-    client = mlflow.MlflowClient()
-    name = require(params, "mlflow.experiment")
-    experiment_id = client.get_experiment_by_name(name).experiment_id
-    tags = {"stage": "search", **provenance_tags()}
-    project = project_run_id()  # under `mlflow run`: a child of the project's run
-    if project:
-        tags[PARENT_TAG] = project
-    run_id = client.create_run(experiment_id, run_name="search", tags=tags).info.run_id
-    settings = {k: v for k, v in search.items() if k != "space"}
-    settings |= {f"space.{k}": json.dumps(v) for k, v in search["space"].items()}
-    client.log_batch(run_id, params=[Param(f"search.{k}", str(v)) for k, v in settings.items()])
-    return client, {
-        "params": params,
-        "search": search,
-        "tracking_uri": mlflow.get_tracking_uri(),  # absolute: trials run anywhere
-        "experiment_id": experiment_id,
-        "parent_run_id": run_id,
-        "seed": require(params, "seed"),
-        "deterministic": require(params, "deterministic"),
-        "threads": max(1, int(search["cpus_per_trial"])),
-    }
-
-
-def log_outputs(client: Any, run_id: str, stats: dict[str, Any], root: Path) -> None:
-    """The summary as the search run's metrics, the outputs as its artifacts."""
-    best = {f"best_{k}".replace("best_best_", "best_"): v for k, v in stats["best"].items()}
-    counts = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
-    for key, value in {**best, **counts}.items():
-        client.log_metric(run_id, key, value)
-    for path in OUTPUTS:
-        client.log_artifact(run_id, str(root / path))
+from study.config.cli import run_stage
+from study.config.params import load_params
+from study.search.run import Interrupted, run_search
 
 
 def main() -> None:

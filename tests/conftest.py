@@ -1,9 +1,16 @@
-"""Shared fixtures: tiny synthetic data files, a params dict like params.yaml, stand-in stages."""
+"""Shared fixtures: tiny synthetic data files, params like params.yaml, the tiny study (built
+once per test session and copied by the tests that run DVC or MLflow on it), stand-in stages.
+
+The tests mirror the packages: tests/config, tests/data, tests/training, tests/tracking,
+tests/evaluation, tests/reports, tests/search for study/, tests/stages for the pipeline end to
+end, tests/tools for the runners. Test module names are unique across them (pytest's default
+import mode puts each test's folder on sys.path; this folder too, for `from conftest import`)."""
 
 from __future__ import annotations
 
 import copy
 import gzip
+import shutil
 import hashlib
 import json
 import os
@@ -17,8 +24,11 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.workspace import dvc_bin, pipeline_env
-from stages.params import REPO_ROOT, load_params
+from filelock import FileLock
+
+from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
+from study.config.paths import REPO_ROOT
+from study.config.raw import read_params
 from tools.prefork import stop_servers
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -32,8 +42,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 
 # The suite runs on two xdist workers, a module at a time each (pyproject.toml: -n 2 --dist
-# loadfile); a worker takes the next module in this order. The slowest first: the end-to-end
-# modules take minutes each, the others seconds, so the two workers finish close together.
+# loadfile); a worker takes the next module in this order. The slowest first, so the two
+# workers finish close together.
 SLOWEST_FIRST = (
     "test_team_e2e", "test_pipeline_e2e", "test_ray_repro", "test_search_cluster", "test_search",
 )  # fmt: skip
@@ -53,7 +63,7 @@ def tf_threads():
     TF's runtime: they cannot change afterwards, and stage code sets them again."""
     import tensorflow as tf
 
-    threads = load_params()["train"]["threads"]
+    threads = read_params()["train"]["threads"]
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
@@ -140,8 +150,9 @@ def mirror_module(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def params() -> dict:
-    """A fresh copy of the repository's params.yaml."""
-    return copy.deepcopy(load_params())
+    """A fresh copy of the repository's params.yaml, as plain data (study.config.params
+    validates it: `validate(Params, params, "")`)."""
+    return copy.deepcopy(read_params())
 
 
 def tiny_params(
@@ -156,6 +167,10 @@ def tiny_params(
     p["train"]["defaults"]["epochs"] = epochs
     p["train"]["defaults"]["steps_per_execution"] = 4
     p["variants"] = {name: p["variants"][name] for name in variants}
+    p["crossval"]["variants"] = {
+        dataset: [name for name in listed if name in variants]
+        for dataset, listed in p["crossval"]["variants"].items()
+    }
     # The search stage: a few trials of a few epochs, one at a time (deterministic with the
     # seed); val_loss, which ties less than the accuracy of a tiny validation split. Two
     # trials unless a test looks at the search itself (tests/test_search.py: five).
@@ -165,6 +180,53 @@ def tiny_params(
         variant_fields={"epochs": epochs + 1},  # the searched variant trains longer
     )  # fmt: skip
     return p
+
+
+# The tiny study: every stage kind (a cross-validated thoracic variant, a Fashion-MNIST variant
+# with two seeds, the search and its searched variant) on the synthetic mirror.
+STUDY_VARIANTS = ["thoracic_bce", "baseline", "dropout"]
+
+
+def build_study(dest: Path) -> Path:
+    """A committed repo copy whose tiny study `dvc repro` has run once (results committed)."""
+    mirror = make_mirror(dest / "mirror")
+    repo = copy_repo(dest / "repo")
+    params = tiny_params(read_params(repo), mirror, STUDY_VARIANTS)
+    params["variants"]["dropout"]["seeds"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repo, "tiny study")
+    dvc(repo, "repro")
+    commit(repo, "tiny study results")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def built_study(tmp_path_factory, worker_id) -> Path:
+    """The tiny study, built once for the whole session: by the first xdist worker that asks,
+    under a lock in the directory the workers share; the others wait for it."""
+    if worker_id == "master":  # not under xdist
+        return build_study(tmp_path_factory.mktemp("study"))
+    shared = tmp_path_factory.getbasetemp().parent / "study"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "repo" / "reports" / "compare.md").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            build_study(shared)
+    return shared / "repo"
+
+
+def study_copy(built: Path, dest: Path) -> Path:
+    """A private copy of the built study (its git history, DVC cache, MLflow store and
+    outputs) at dest. Runs logged in the copy keep their artifacts in the original's
+    mlartifacts/ (the store's experiment points there), under their own run ids."""
+    shutil.copytree(built, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def study(built_study, tmp_path) -> Path:
+    """A private copy of the tiny study, for a test that changes it."""
+    return study_copy(built_study, tmp_path / "repo")
 
 
 # Running the pipeline's commands in a repo copy (end-to-end tests).

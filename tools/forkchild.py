@@ -26,7 +26,13 @@ import threading
 import traceback
 from typing import Any
 
-FIRST_PARTY = ("stages", "tools", "bench", "tests")  # this repository: each stage imports it afresh
+FIRST_PARTY = (
+    "stages",
+    "study",
+    "tools",
+    "bench",
+    "tests",
+)  # this repository: each stage imports it afresh
 RLIMITS = [n for n in dir(resource) if n.startswith("RLIMIT_") and n != "RLIMIT_OFILE"]  # alias
 
 

@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from stages.params import load_params, require, run_stage
+from study.config.cli import run_stage
+from study.config.params import load_params
 
 HOST = "127.0.0.1"  # local only; expose a tracking server deliberately (README: Team use)
 DEFAULT_PORT = "5000"
@@ -28,11 +29,11 @@ def ui_url(base: str, experiment_id: str, tab: str = "") -> str:
 def main() -> None:
     port = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PORT
     params = load_params()
-    from stages.tracking import setup_mlflow, tracking_uri
+    from study.tracking.store import setup_mlflow, tracking_uri
 
-    mlflow = setup_mlflow(params)
-    experiment = mlflow.get_experiment_by_name(require(params, "mlflow.experiment"))
-    uri = tracking_uri(params)
+    mlflow = setup_mlflow(params.mlflow)
+    experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
+    uri = tracking_uri(params.mlflow)
     server = uri.startswith(("http://", "https://"))  # a tracking server serves its own UI
     base = uri.rstrip("/") if server else f"http://{HOST}:{port}"
     print(f"runs:   {ui_url(base, experiment.experiment_id)}")

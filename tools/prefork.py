@@ -150,7 +150,8 @@ def run_forked(conn: socket.socket, module: str, args: list[str]) -> int | None:
 
 def runner_settings(params: dict[str, Any]) -> dict[str, Any]:
     """The validated `runner` section of params.yaml."""
-    from stages.params import ConfigError, require
+    from study.config.errors import ConfigError
+    from study.config.raw import require
 
     runner = {k: require(params, f"runner.{k}") for k in RUNNER_KEYS}
     if not isinstance(runner["prefork"], bool):
@@ -201,10 +202,11 @@ def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python -m tools.prefork MODULE [ARGS...] | --stop")
     module, args = sys.argv[1], sys.argv[2:]
-    from stages.params import StageError, load_params
+    from study.config.errors import StageError
+    from study.config.raw import read_params
 
     try:
-        runner = runner_settings(load_params(Path.cwd()))
+        runner = runner_settings(read_params(Path.cwd()))
     except StageError as err:
         sys.exit(f"error: {err}")
     if runner["prefork"] and SUPPORTED:

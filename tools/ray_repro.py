@@ -244,27 +244,26 @@ def main() -> None:
     args = parser.parse_args()
     from dvc.repo import Repo, lock_repo
 
-    from stages.params import load_params, require, run_stage
+    from study.config.cli import run_stage
+    from study.config.raw import read_params, require
+    from study.config.sections import Parallel
+    from study.config.validation import validate
 
     def run() -> None:
         repo = Repo()  # the repository around the working directory, as for `dvc repro`
-        params = load_params(Path(repo.root_dir))
-        from stages.config import models
-        from stages.validation import validate
-
-        model = models()["Parallel"]
-        settings = validate(
-            model, require(params, "runner.parallel"), "runner.parallel"
-        ).model_dump()
+        params = read_params(Path(repo.root_dir))
+        parallel = require(params, "runner.parallel")
+        settings = validate(Parallel, parallel, "runner.parallel").model_dump()
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt
 
         def create_store() -> None:
             # Before stages start at once: concurrent first use of a fresh SQLite store races
             # on its schema migration.
             if "mlflow" in params:
-                from stages.tracking import setup_mlflow
+                from study.config.sections import Mlflow
+                from study.tracking.store import setup_mlflow
 
-                setup_mlflow(params)
+                setup_mlflow(validate(Mlflow, params["mlflow"], "mlflow"))
 
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.

@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages.params import REPO_ROOT, load_params, require
+from study.config.paths import REPO_ROOT
+from study.config.raw import require
 
 Reader = Callable[[str], str]
 
@@ -63,9 +64,10 @@ def add_mlflow_status(frame: pd.DataFrame) -> pd.DataFrame:
     """Each run's status from the tracking store (or 'not found')."""
     from mlflow.exceptions import MlflowException
 
-    from stages.tracking import setup_mlflow
+    from study.config.params import load_params
+    from study.tracking.store import setup_mlflow
 
-    mlflow = setup_mlflow(load_params())
+    mlflow = setup_mlflow(load_params().mlflow)
     client = mlflow.MlflowClient()
 
     def status(run_id: str) -> str:

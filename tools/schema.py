@@ -1,4 +1,4 @@
-"""Write params.schema.json, the JSON Schema of params.yaml, from the models in stages.params.
+"""Write params.schema.json, the JSON Schema of params.yaml, from study.config.params.
 
     python -m tools.schema          # (re)write params.schema.json
     python -m tools.schema --check  # exit 1 if params.schema.json is stale
@@ -14,14 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from stages.params import REPO_ROOT
+from study.config.paths import REPO_ROOT
 
 SCHEMA_FILE = REPO_ROOT / "params.schema.json"
 
 
 def schema_text() -> str:
     """The schema as committed: sorted keys, so the file only changes when the models do."""
-    from stages.params import Params
+    from study.config.params import Params
 
     return json.dumps(Params.model_json_schema(), indent=2, sort_keys=True) + "\n"
 

@@ -1,4 +1,4 @@
-"""End and remove training backups that nothing will resume (see stages/backups.tidy).
+"""End and remove training backups that nothing will resume (study.training.backups.tidy).
 
   python -m tools.tidy   # `make repro` runs it after `dvc repro`
 
@@ -9,26 +9,20 @@ MLflow run would stay RUNNING and its backup would stay in .backup/.
 
 from __future__ import annotations
 
-from stages.params import (
-    BACKUP_DIR,
-    MODELS_DIR,
-    REPO_ROOT,
-    load_params,
-    project_root,
-    run_stage,
-    study_variants,
-)
+from study.config.cli import run_stage
+from study.config.paths import BACKUP_DIR, MODELS_DIR, REPO_ROOT, project_root
 
 
 def main() -> None:
-    if not any(project_root().joinpath(BACKUP_DIR).glob("*/*")):
+    if not any(project_root().joinpath(BACKUP_DIR).glob("*/seed*/*")):
         return  # nothing to look at: skip importing MLflow
-    from stages.backups import tidy
-    from stages.tracking import setup_mlflow
+    from study.config.params import load_params
+    from study.tracking.store import setup_mlflow
+    from study.training.backups import tidy
 
     params = load_params()
-    mlflow = setup_mlflow(params)
-    variants = set(study_variants(params))
+    mlflow = setup_mlflow(params.mlflow)
+    variants = set(params.study_variants())
     for path in tidy(mlflow.MlflowClient(), variants, REPO_ROOT / MODELS_DIR):
         print(f"tidy: removed {path} (its MLflow run, if still RUNNING, is now KILLED)")
 

@@ -1,0 +1,140 @@
+"""params.yaml as one validated `Params` model, and each variant's merged config (`Variant`).
+
+A variant is train.defaults, then its presets in order, then its own fields, merged key by
+key and validated; the searched variant's entry is search/best.yaml (the search's best trial).
+load_params validates the whole file and every variant, so a typo anywhere fails a stage
+before it reads data. `python -m tools.schema` writes the models' JSON Schema to
+params.schema.json, which editors find through params.yaml's first line.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, NonNegativeInt, PrivateAttr
+
+from study.config.base import Strict
+from study.config.errors import ConfigError
+from study.config.paths import REPO_ROOT, SEARCH_BEST
+from study.config.raw import read_params, read_yaml
+from study.config.search import Search
+from study.config.sections import (
+    Compare,
+    Crossval,
+    Evaluate,
+    Fetch,
+    Mlflow,
+    Prepare,
+    Runner,
+    Train,
+)
+from study.config.validation import names, validate
+from study.config.variant import Variant, VariantEntry
+
+
+class Params(Strict):
+    """params.yaml, the only source of tunables."""
+
+    seed: NonNegativeInt
+    deterministic: bool
+    mlflow: Mlflow
+    fetch: Fetch
+    prepare: Prepare
+    train: Train
+    variants: Annotated[dict[str, VariantEntry], Field(min_length=1)]
+    evaluate: Evaluate
+    crossval: Crossval
+    compare: Compare
+    search: Search
+    runner: Runner
+    _root: Path = PrivateAttr(default=REPO_ROOT)
+    _resolved: dict[str, Variant] = PrivateAttr(default_factory=dict)
+
+    def variant(self, name: str) -> Variant:
+        """The merged, validated config of variant `name` (`variants` or the searched one)."""
+        if name not in self._resolved:
+            if name in self.variants:
+                entry, key = self.variants[name].model_dump(exclude_unset=True), f"variants.{name}"
+            elif name == self.search.variant:
+                entry, key = searched_entry(self._root), str(SEARCH_BEST)
+            else:
+                known = names([*self.variants, self.search.variant])
+                raise ConfigError(f"variants: unknown variant '{name}'; defined: {known}")
+            self._resolved[name] = resolve_entry(self, entry, key)
+        return self._resolved[name]
+
+    def study_variants(self) -> list[str]:
+        """Every variant the study trains and evaluates: `variants`, then the searched one."""
+        return [*self.variants, self.search.variant]
+
+
+def load_params(root: Path | None = None) -> Params:
+    """params.yaml of the repository (or `root`), validated as a whole with every variant, or
+    one ConfigError naming each bad key."""
+    params = validate(Params, read_params(root), "")
+    params._root = root or REPO_ROOT
+    for name in params.variants:
+        params.variant(name)
+    _check_crossval(params)
+    if params.search.variant in params.variants:
+        raise ConfigError(
+            f"search.variant: {params.search.variant!r} is a key of variants; the searched"
+            " variant needs a name of its own"
+        )
+    return params
+
+
+def _check_crossval(params: Params) -> None:
+    """Each cross-validated variant is a variant of the dataset it is listed under."""
+    for dataset, listed in params.crossval.variants.items():
+        for name in listed:
+            if name not in params.variants:
+                raise ConfigError(
+                    f"crossval.variants.{dataset}: unknown variant {name!r};"
+                    f" defined: {names(params.variants)}"
+                )
+            actual = params.variant(name).dataset
+            if actual != dataset:
+                raise ConfigError(
+                    f"crossval.variants.{dataset}: {name!r} is a variant of {actual}; list it"
+                    f" under crossval.variants.{actual}"
+                    + ("" if actual in params.crossval.variants else " (a binary dataset)")
+                )
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `over` wins, nested mappings merge key by key."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_entry(params: Params, entry: Any, key: str) -> Variant:
+    """A variant entry (dataset, presets, own fields) merged over train.defaults, validated;
+    errors are prefixed with `key`."""
+    # Its own fields alone first: `dataset` must be among them, and errors name the variant.
+    validate(VariantEntry, entry, key)
+    own = dict(entry)
+    presets = params.train.presets
+    cfg = params.train.defaults.model_dump(exclude_unset=True)
+    for preset in own.pop("presets", None) or []:
+        if preset not in presets:
+            raise ConfigError(
+                f"{key}.presets: unknown preset {preset!r}; allowed: {names(presets)}"
+            )
+        cfg = merge(cfg, presets[preset].model_dump(exclude_unset=True))
+    return validate(Variant, merge(cfg, own), key)
+
+
+def searched_entry(root: Path | None = None) -> dict[str, Any]:
+    """The searched variant's entry: search/best.yaml, written by the search stage."""
+    path = (root or REPO_ROOT) / SEARCH_BEST
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run `dvc repro search`")
+    return read_yaml(path)

@@ -1,0 +1,24 @@
+"""Figures an evaluation logs to MLflow (DVC draws its own confusion plot from the CSV)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def confusion_matrix_figure(y: np.ndarray, pred: np.ndarray, n_classes: int, title: str) -> Figure:
+    """Counts of (actual, predicted) on the test split."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions(
+        y, pred, labels=list(range(n_classes)), ax=ax, colorbar=False
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

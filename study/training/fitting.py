@@ -1,0 +1,73 @@
+"""Fitting a variant's compiled model as every training does: seeded TF, shuffled array
+batches, labels in its loss's form, its class weights.
+
+The train stage (validation, checkpoints, backups), cross-validation (one fit per fold) and the
+search's trials share it, so a fold or a trial is trained exactly as the variant is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from study.config.variant import Variant
+from study.training.batches import array_batches
+from study.training.model import encode_labels
+
+
+def configure_tf(seed: int, deterministic: bool, threads: int) -> None:
+    """Seed every RNG; optionally make TF ops deterministic; pin the thread pools."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # Measured: one thread is as fast as two for these small models (less contention).
+    # Settable only before TF starts its runtime; a second call with the same value is a no-op.
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if threads and tf.config.threading.get_inter_op_parallelism_threads() != threads:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def class_weights(cfg: Variant, y: np.ndarray) -> dict[int, float] | None:
+    """Keras's `class_weight` for the variant's field: None when unset (every row weighs 1),
+    the mapping as given, or for `balanced` scikit-learn's n / (classes * count) of these
+    labels (the classes present; Keras weighs an absent one 1)."""
+    spec = cfg.class_weight
+    if spec is None:
+        return None
+    if spec == "balanced":
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(y)
+        weights = compute_class_weight("balanced", classes=present, y=y)
+        return {int(c): float(w) for c, w in zip(present, weights, strict=True)}
+    return {int(c): float(w) for c, w in spec.items()}
+
+
+def fit(
+    model: Any,
+    cfg: Variant,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """model.fit for cfg.epochs on shuffled batches of `train` with the variant's class
+    weights; val_loss on `val` when given. Returns Keras's History."""
+    batch = cfg.batch_size
+    validation = None
+    if val is not None:
+        validation = array_batches((val[0], encode_labels(val[1], cfg)), batch, False)
+    return model.fit(
+        array_batches((train[0], encode_labels(train[1], cfg)), batch, shuffle=True),
+        validation_data=validation,
+        epochs=cfg.epochs,
+        shuffle=False,  # array_batches shuffles; Keras would warn that it ignores True
+        class_weight=class_weights(cfg, train[1]),
+        callbacks=list(callbacks),
+        verbose=0,
+    )

@@ -1,0 +1,131 @@
+"""Exact resume after a crash: what Keras BackupAndRestore does not restore.
+
+BackupAndRestore restores weights, optimizer state and the epoch. A resumed run must also
+continue with the callbacks' memory and the RNG state, or it ends with other numbers:
+- ModelCheckpoint(save_best_only) forgets the best val_loss seen and may overwrite the best
+  model with a worse one (tf-keras issue 430);
+- EarlyStopping and ReduceLROnPlateau forget their patience counters and best values
+  (the learning rate itself is an optimizer variable, which the backup holds);
+- Dropout's SeedGenerator restarts its stream, so masks differ from an uninterrupted run;
+- History only holds the epochs after the restart.
+TrainingState snapshots all of these after every epoch, keyed by epoch, and restores the
+snapshot matching the epoch BackupAndRestore resumes from.
+
+A kill can land in the middle of a file write. Keras writes checkpoints in place, so
+the best model is also copied atomically (best.safe.keras) once ModelCheckpoint has written
+it, and restored from that copy; BackupAndRestore runs with double_checkpoint=True.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from study.data.formats import write_atomic
+from study.training.backups import STATE_FILE, read_state
+
+SAFE_BEST = "best.safe.keras"
+
+
+def _seed_generators(model: keras.Model) -> list[Any]:
+    # Dropout layers own a SeedGenerator whose state advances with every batch.
+    return [
+        layer.seed_generator
+        for layer in model._flatten_layers()
+        if getattr(layer, "seed_generator", None) is not None
+    ]
+
+
+class TrainingState(keras.callbacks.Callback):
+    """Per-epoch snapshots of checkpoint/early-stopping/plateau memory, RNG state, history.
+
+    Put it after ModelCheckpoint, EarlyStopping and ReduceLROnPlateau (so it records their
+    updated values)
+    and before BackupAndRestore (so every backed-up epoch has a snapshot).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        checkpoint: keras.callbacks.ModelCheckpoint,
+        early_stopping: keras.callbacks.EarlyStopping,
+        meta: dict[str, Any],
+        plateau: keras.callbacks.ReduceLROnPlateau | None = None,
+    ) -> None:
+        super().__init__()
+        self.work_dir = work_dir
+        self.checkpoint = checkpoint
+        self.early_stopping = early_stopping
+        self.plateau = plateau
+        self.meta = meta  # e.g. the MLflow run id and the config hash, kept with the state
+        self.history: dict[str, list[float]] = {}
+        self.snapshots: dict[str, Any] = {}
+        self.resumed_from = 0
+        self._restored = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # BackupAndRestore.on_train_begin has set the initial epoch by now, and the other
+        # callbacks' on_train_begin (which resets their memory) has run.
+        if self._restored:
+            return
+        self._restored = True
+        saved = read_state(self.work_dir)
+        snap = (saved or {}).get("snapshots", {}).get(str(epoch))
+        if epoch == 0 or snap is None:
+            return
+        self.resumed_from = epoch
+        self.snapshots = {k: v for k, v in saved["snapshots"].items() if int(k) <= epoch}
+        self.history = {k: v[:epoch] for k, v in saved["history"].items()}
+        self.checkpoint.best = snap["checkpoint_best"]
+        es = self.early_stopping
+        es.wait, es.best, es.best_epoch = snap["es_wait"], snap["es_best"], snap["es_best_epoch"]
+        if self.plateau is not None:
+            p = self.plateau
+            p.wait, p.best, p.cooldown_counter = snap["plateau"]
+        for gen, state in zip(_seed_generators(self.model), snap["seeds"], strict=True):
+            gen.state.assign(state)
+        if (self.work_dir / SAFE_BEST).is_file():
+            shutil.copyfile(self.work_dir / SAFE_BEST, self.checkpoint.filepath)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        previous = self.snapshots.get(str(epoch), {}).get("checkpoint_best")
+        if self.checkpoint.best is not None and _float(self.checkpoint.best) != previous:
+            _copy_atomic(Path(self.checkpoint.filepath), self.work_dir / SAFE_BEST)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        es = self.early_stopping
+        self.snapshots[str(epoch + 1)] = {
+            "checkpoint_best": _float(self.checkpoint.best),
+            "es_wait": es.wait,
+            "es_best": _float(es.best),
+            "es_best_epoch": es.best_epoch,
+            "seeds": [g.state.numpy().tolist() for g in _seed_generators(self.model)],
+        }
+        if self.plateau is not None:
+            p = self.plateau
+            self.snapshots[str(epoch + 1)]["plateau"] = [p.wait, _float(p.best), p.cooldown_counter]
+        self.save()
+
+    def save(self, finished: dict[str, Any] | None = None) -> None:
+        """Write meta, history and snapshots atomically (a kill leaves the previous file).
+
+        `finished` (e.g. the training time) marks a training whose best and last models
+        are both in work_dir: a rerun after a kill takes them instead of training again."""
+        doc = {"meta": self.meta, "history": self.history, "snapshots": self.snapshots}
+        if finished is not None:
+            doc["finished"] = finished
+        write_atomic(self.work_dir / STATE_FILE, json.dumps(doc).encode())
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dest)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
