@@ -54,7 +54,8 @@ $(VEGA_TEMPLATE): $(VEGA_STAMP) tools/vega_template.py $(STAMP)
 plots: vega
 	$(BIN)/dvc plots show --html-template $(VEGA_TEMPLATE)
 
-test: setup browser
+# tests/test_plots_offline.py makes its own template from the npm packages.
+test: setup browser $(VEGA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
