@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup browser repro test lint format bench bench-quick bench-search bench-schedule lock clean mlflow-ui report
+.PHONY: setup browser vega plots repro test lint format bench bench-quick bench-search bench-schedule lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -34,7 +34,28 @@ browser:
 	  apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "error: the tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
 
-test: setup browser
+# `dvc plots show` offline: DVC's page loads Vega, Vega-Lite and Vega-Embed from a CDN, so
+# tools.vega_template inlines the npm builds pinned in vega/package-lock.json into a copy of it.
+# The template is also set in .dvc/config.local (not the committed config, where a fresh clone
+# without it would fail), so a plain `dvc plots show` renders offline too.
+VEGA_STAMP := vega/node_modules/.installed
+VEGA_TEMPLATE := vega/offline.html
+
+vega: $(VEGA_TEMPLATE)
+
+$(VEGA_STAMP): vega/package-lock.json
+	cd vega && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(VEGA_TEMPLATE): $(VEGA_STAMP) tools/vega_template.py $(STAMP)
+	$(BIN)/python -m tools.vega_template $@
+	$(BIN)/dvc config --local plots.html_template ../$@
+
+plots: vega
+	$(BIN)/dvc plots show --html-template $(VEGA_TEMPLATE)
+
+# tests/test_plots_offline.py makes its own template from the npm packages.
+test: setup browser $(VEGA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
