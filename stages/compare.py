@@ -1,20 +1,26 @@
-"""compare: one table and one chart of every variant's last vs best test metrics.
+"""compare: one table and one chart of every variant's last vs best test metrics, and each
+dataset's registered model pointed at its champion (chosen on validation) and challenger.
 
 Usage: python -m stages.compare
-Reads metrics/ (every variant's, and the cross-validated ones' metrics/crossval/); writes
-reports/compare.md, reports/compare.csv (DVC plot data) and reports/compare.png, and logs them
-to an MLflow run named "compare" (study/reports/).
+Reads metrics/ (every variant's, and the cross-validated ones' metrics/crossval/) and the
+trainings' summaries models/<variant>/train.json (their logged models); writes
+reports/compare.md, reports/compare.csv (DVC plot data) and reports/compare.png, logs them to
+an MLflow run named "compare", and sets the registered models' aliases (study/reports/).
 """
 
 from __future__ import annotations
+
+import json
 
 from study.config.cli import run_stage
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, MODELS_DIR, REPO_ROOT, REPORTS_DIR
 from study.data.formats import write_atomic
+from study.reports import champions
 from study.reports.chart import plot_chart
 from study.reports.compare import collect, read_metrics, to_markdown, write_plot_csv
 from study.reports.crossval import read_crossval, references
+from study.tracking.registry import model_name, register
 from study.tracking.store import setup_mlflow
 from study.tracking.tags import project_run_id
 from study.training.backups import tidy
@@ -26,18 +32,30 @@ def main() -> None:
     metrics = read_metrics(variants, REPO_ROOT / METRICS_DIR)
     crossval = read_crossval(variants, REPO_ROOT / METRICS_DIR)
     frame = collect(metrics, crossval)
+    chosen = champions.choose(metrics, crossval, list(params.variants), params.search.variant)
+    names = {r["dataset"]: model_name(params.mlflow.experiment, r["dataset"]) for r in chosen}
+    report = to_markdown(frame, references(crossval)) + "\n".join(
+        champions.to_markdown(chosen, names)
+    )
     out = REPO_ROOT / REPORTS_DIR
-    write_atomic(out / "compare.md", to_markdown(frame, references(crossval)).encode())
+    write_atomic(out / "compare.md", (report.rstrip("\n") + "\n").encode())
     write_plot_csv(frame, out / "compare.csv")
     plot_chart(frame, out / "compare.png", params.compare.chart_dpi)
 
     mlflow = setup_mlflow(params.mlflow)
-    tidy(mlflow.MlflowClient(), set(variants), REPO_ROOT / MODELS_DIR)
+    client = mlflow.MlflowClient()
+    tidy(client, set(variants), REPO_ROOT / MODELS_DIR)
     parent = project_run_id()  # under `mlflow run`: a child of the project's run
     with mlflow.start_run(run_name="compare", parent_run_id=parent, tags={"stage": "compare"}):
         for name in ("compare.md", "compare.csv", "compare.png"):
             mlflow.log_artifact(str(out / name))
-    print((out / "compare.md").read_text())
+    for row in chosen:  # the best checkpoint of each chosen variant
+        name, variant = names[row["dataset"]], row["variant"]
+        summary = json.loads((REPO_ROOT / MODELS_DIR / variant / "train.json").read_text())
+        tags = {"variant": variant, "checkpoint": "best"}
+        version = register(client, name, summary["model_ids"]["best"], row["alias"], tags)
+        print(f"compare: {name}@{row['alias']} = version {version} ({variant})")
+    print(report)
 
 
 if __name__ == "__main__":

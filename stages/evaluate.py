@@ -39,7 +39,8 @@ def main() -> None:
     tidy(mlflow.MlflowClient(), set(params.study_variants()), REPO_ROOT / MODELS_DIR)
     model_dir = REPO_ROOT / MODELS_DIR / variant
     first = read_train_summary(model_dir / "train.json", variant)
-    test = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", first["dataset"]))
+    test_file = split_path(REPO_ROOT / PREPARED_DIR, "test", first["dataset"])
+    test = load_split(test_file)
     metrics, evaluations = evaluate_variant(model_dir, first, params.evaluate, test)
     text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(REPO_ROOT / METRICS_DIR / f"{variant}.json", text.encode())
@@ -47,7 +48,8 @@ def main() -> None:
     write_atomic(REPO_ROOT / PLOTS_DIR / "confusion" / f"{variant}.csv", confusion.encode())
     for i, evaluation in enumerate(evaluations):
         label = variant if i == 0 else f"{variant}/seed{evaluation.trained['seed']}"
-        log_evaluation(mlflow, label, params.evaluate, evaluation, None if i else metrics, test[1])
+        scores = None if i else metrics
+        log_evaluation(mlflow, label, params.evaluate, evaluation, scores, (test_file, test))
     print(f"evaluate {variant}: {json.dumps(metrics)}")
 
 

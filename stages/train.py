@@ -33,7 +33,7 @@ def main() -> None:
         REPO_ROOT / MODELS_DIR / variant,
         REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv",
     )
-    train_seeds(mlflow, jobs, params.train.threads)
+    train_seeds(mlflow, jobs, params.train.threads, params.mlflow.system_metrics_s)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ class Mlflow(Strict):
     experiment: str
     sqlite_file: str
     artifact_dir: str
+    # MLflow's system metrics (CPU, memory, disk, network) in each training run, sampled this
+    # often; None: off.
+    system_metrics_s: PositiveFloat | None
 
 
 class Source(Strict):

@@ -6,6 +6,7 @@ Each parser validates its input and raises DataError naming the file.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -40,11 +41,29 @@ def write_atomic(path: Path, content: bytes) -> None:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
+    return file_digests(path)["sha256"]
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes: what DVC records for it in dvc.lock."""
+    return file_digests(path)["md5"]
+
+
+def file_digests(path: Path) -> dict[str, str]:
+    """md5 and sha256 of a file, read once per content (a training hashes its data files for
+    its tags, its resume key and its MLflow datasets)."""
+    info = path.stat()
+    return _digests(str(path.resolve()), info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _digests(path: str, mtime_ns: int, size: int) -> dict[str, str]:
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+            md5.update(chunk)
+            sha256.update(chunk)
+    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
 def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from study.config.variant import N_CLASSES, Variant
 from study.evaluation.diagnostics import activation_histograms, diagnose
 from study.evaluation.figures import confusion_matrix_figure
 from study.evaluation.scoring import finite, score_model, seeds_spread
+from study.tracking.lineage import split_inputs
 from study.tracking.tags import config_hash, project_run_id, provenance_tags
 from study.training.model import binary, encode_labels
 
@@ -142,12 +143,13 @@ def log_evaluation(
     settings: Evaluate,
     evaluation: Evaluation,
     metrics: dict[str, Any] | None,
-    y: np.ndarray,
+    test: tuple[Path, tuple[np.ndarray, np.ndarray]],
 ) -> None:
     """Log a training's evaluation as child runs "<label>/last" and "<label>/best" of its run,
     each with evaluate's params and its test metrics linked to that logged model. `metrics`:
     the variant's metrics file for its first seed (its runs also get the spread across seeds,
-    the confusion matrix and the activation histograms), None for the other seeds.
+    the confusion matrix and the activation histograms), None for the other seeds. `test`:
+    the test split file and its arrays, each run's input (context evaluation).
 
     Runs per evaluation: a sweep of evaluate.* never rewrites what another evaluation logged
     (MLflow and metrics/*.json never disagree), and parallel sweeps never share a run. The
@@ -157,6 +159,8 @@ def log_evaluation(
     trained = evaluation.trained
     project_run_id()  # under `mlflow run`: nest under the training run, not the project's
     params = settings.model_dump()
+    inputs = split_inputs([test])
+    y = test[1][1]
     tags = {
         "variant": label.split("/")[0],
         "dataset": trained["dataset"],
@@ -168,8 +172,9 @@ def log_evaluation(
         run_tags = {**tags, "checkpoint": which}
         with mlflow.start_run(
             run_name=f"{label}/{which}", parent_run_id=trained["run_id"], tags=run_tags
-        ):
+        ) as run:
             mlflow.log_params({f"evaluate.{k}": v for k, v in params.items()})
+            mlflow.MlflowClient().log_inputs(run.info.run_id, inputs)
             values = mlflow_metrics(metrics or {which: evaluation.scores[which]}, which)
             mlflow.log_metrics(values, model_id=trained["model_ids"][which])
             if which == "best" and metrics is not None:

@@ -30,6 +30,7 @@ from study.search.report import OUTPUTS, finish
 from study.search.space import check_space
 from study.search.trial import PARENT_TAG, end_trial_runs, tag_trial_runs
 from study.search.tune import fit, start_ray
+from study.tracking.lineage import split_inputs
 from study.tracking.store import setup_mlflow
 from study.tracking.tags import project_run_id, provenance_tags
 from study.training.backups import tidy
@@ -55,6 +56,8 @@ def run_search(params: Params, root: Path = REPO_ROOT) -> dict[str, Any]:
     files = [split_path(root / PREPARED_DIR, s, search.dataset) for s in ("train", "val")]
     train, val = (load_split(path) for path in files)
     client, spec = search_run(params, search)
+    # The trials' inputs (the split files), built once here: a trial's node may not hold them.
+    spec["inputs"] = split_inputs(list(zip(files, (train, val), strict=True)))
     experiment_id, run_id = spec["experiment_id"], spec["parent_run_id"]
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main_thread else None

@@ -83,6 +83,7 @@ def run_trial(config: dict[str, Any], data: tuple = (), spec: dict | None = None
     flat = flat_config(cfg.model_dump(mode="json", exclude_unset=True))
     params = {**flat, **{f"search.{k}": v for k, v in config.items()}}
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_inputs(run_id, spec.get("inputs", []))
     keras.backend.clear_session()  # a reused worker process starts like a fresh one
     configure_tf(spec["seed"], spec["deterministic"], spec["threads"])
     report = TuneReport(client, run_id, node_id, cfg.epochs)

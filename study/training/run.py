@@ -13,6 +13,7 @@ import numpy as np
 from study.config.variant import Variant
 from study.data.formats import write_atomic
 from study.tracking.keras_log import RunLogger, log_checkpoints
+from study.tracking.lineage import split_inputs
 from study.tracking.tags import flat_config, project_run_id, run_tags
 from study.training.backups import (
     backup_dir,
@@ -74,30 +75,42 @@ def seed_trainings(
     return jobs
 
 
-def train_seeds(mlflow: Any, jobs: list[Training], threads: int) -> list[dict[str, Any]]:
-    """Run the trainings one after another, each as its own MLflow run; their summaries."""
+def train_seeds(
+    mlflow: Any, jobs: list[Training], threads: int, system_metrics_s: float | None
+) -> list[dict[str, Any]]:
+    """Run the trainings one after another, each as its own MLflow run (with MLflow's system
+    metrics sampled every system_metrics_s seconds, unless None); their summaries."""
     import keras
 
     from study.data.formats import load_split
 
     train, val = (load_split(path) for path in jobs[0].split_files)
     parent = project_run_id()
+    if system_metrics_s is not None:
+        mlflow.set_system_metrics_sampling_interval(system_metrics_s)
+        mlflow.set_system_metrics_samples_before_logging(1)
     summaries = []
     for i, job in enumerate(jobs):
         if i:
             keras.backend.clear_session()  # each seed trains as in a fresh process
         configure_tf(job.seed, job.deterministic, threads)
-        summaries.append(train_run(mlflow, job, (train, val), parent))
+        sampled = system_metrics_s is not None
+        summaries.append(train_run(mlflow, job, (train, val), parent, sampled))
         print(f"train {job.run_name}: {json.dumps(summaries[-1])}", flush=True)
     return summaries
 
 
 def train_run(
-    mlflow: Any, job: Training, data: tuple[Split, Split], parent: str | None
+    mlflow: Any,
+    job: Training,
+    data: tuple[Split, Split],
+    parent: str | None = None,
+    system_metrics: bool = False,
 ) -> dict[str, Any]:
-    """One training as an MLflow run (nested under `parent` when given): job.out_dir gets
-    best.keras, last.keras and train.json (written last: "finished"), job.history_path the
-    per-epoch CSV. A killed run is resumed by the next one with the same resume key."""
+    """One training as an MLflow run, nested under `parent` when given, with MLflow's system
+    metrics if asked: job.out_dir gets best.keras, last.keras and train.json (written last:
+    "finished"), job.history_path the per-epoch CSV. A killed run is resumed by the next one
+    with the same resume key."""
     cfg, files = job.cfg, list(job.split_files)
     tags = run_tags(job.variant, cfg, job.seed, job.deterministic, files)
     key = resume_key(cfg, job.seed, job.deterministic, files)
@@ -107,11 +120,18 @@ def train_run(
         discard_abandoned(client, work_dir)
         run_id = resume_or_start(client, work_dir, key)
         run_name, parent_id = (None, None) if run_id else (job.run_name, parent)
-        with mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_id) as run:
+        with mlflow.start_run(
+            run_id=run_id,
+            run_name=run_name,
+            parent_run_id=parent_id,
+            log_system_metrics=system_metrics,
+        ) as active:
             mlflow.set_tags(tags)
-            if run_id is None:
+            if run_id is None:  # a resumed run has these already
                 mlflow.log_params(flat_config(cfg.model_dump(mode="json", exclude_unset=True)))
-            meta = {"key": key, "run_id": run.info.run_id}
+                splits = list(zip(job.split_files, data, strict=True))
+                client.log_inputs(active.info.run_id, split_inputs(splits))
+            meta = {"key": key, "run_id": active.info.run_id}
             logging = [RunLogger(), EpochProgress(cfg.epochs, label=f"train {job.run_name}")]
             train, val = data
             result = train_model(cfg, train, val, job.out_dir, work_dir, meta, logging)
@@ -120,7 +140,7 @@ def train_run(
             summary = {
                 "dataset": cfg.dataset,
                 "seed": job.seed,
-                "run_id": run.info.run_id,
+                "run_id": active.info.run_id,
                 "key": key,  # what the weights depend on: study/training/backups.py
                 "model_ids": log_checkpoints(models, train[0], {"variant": job.variant}),
                 "best_epoch": result.best_epoch,
