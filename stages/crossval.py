@@ -14,7 +14,7 @@ import time
 
 from study.config.cli import name_arg, run_stage
 from study.config.errors import ConfigError
-from study.config.params import load_params
+from study.config.params import load_params, variant_config
 from study.config.paths import METRICS_DIR, PREPARED_DIR, REPO_ROOT
 from study.data.formats import write_atomic
 from study.evaluation.crossval import crossval_scores, non_test_rows
@@ -24,7 +24,7 @@ from study.training.fitting import configure_tf
 def main() -> None:
     variant = name_arg(__doc__)
     params = load_params()
-    cfg = params.variant(variant)
+    cfg = variant_config(params, variant)
     if variant not in params.crossval.variants.get(cfg.dataset, []):
         raise ConfigError(f"crossval.variants.{cfg.dataset}: {variant!r} is not listed")
     data = non_test_rows(REPO_ROOT / PREPARED_DIR, cfg.dataset)

@@ -2,6 +2,7 @@
 and the last model of each, and log every training to MLflow.
 
 Usage: python -m stages.train VARIANT   (dvc.yaml: train@<variant>, train_searched)
+Trains the config in variants/<variant>.json (the searched variant: search/best.yaml merged).
 Writes models/<variant>/ (best.keras, last.keras, train.json; seed<S>/ for the variant's other
 seeds) and plots/history/<variant>.csv (study/training/run.py).
 """
@@ -9,7 +10,7 @@ seeds) and plots/history/<variant>.csv (study/training/run.py).
 from __future__ import annotations
 
 from study.config.cli import name_arg, run_stage
-from study.config.params import load_params
+from study.config.params import load_params, variant_config
 from study.config.paths import MODELS_DIR, PLOTS_DIR, PREPARED_DIR, REPO_ROOT, split_path
 from study.tracking.store import setup_mlflow
 from study.training.backups import tidy
@@ -19,7 +20,7 @@ from study.training.run import seed_trainings, train_seeds
 def main() -> None:
     variant = name_arg(__doc__)
     params = load_params()
-    cfg = params.variant(variant)
+    cfg = variant_config(params, variant)
     mlflow = setup_mlflow(params.mlflow)  # fails fast, before loading data or TensorFlow
     tidy(mlflow.MlflowClient(), set(params.study_variants()), REPO_ROOT / MODELS_DIR)
     prepared = REPO_ROOT / PREPARED_DIR

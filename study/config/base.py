@@ -49,6 +49,8 @@ def class_weight_form(value: Any) -> Any:
     if value is not None and value != "balanced" and not isinstance(value, dict):
         allowed = "balanced, null, a mapping class -> weight"
         raise fail(f"unknown value {value!r}; allowed: {allowed}")
+    if isinstance(value, dict):  # a mapping read back from JSON has its classes as strings
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in value.items()}
     return value
 
 

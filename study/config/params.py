@@ -10,6 +10,7 @@ params.schema.json, which editors find through params.yaml's first line.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from pydantic import Field, NonNegativeInt, PrivateAttr
 
 from study.config.base import Strict
 from study.config.errors import ConfigError
-from study.config.paths import REPO_ROOT, SEARCH_BEST
+from study.config.paths import REPO_ROOT, SEARCH_BEST, VARIANTS_DIR
 from study.config.raw import read_params, read_yaml
 from study.config.search import Search
 from study.config.sections import (
@@ -31,7 +32,7 @@ from study.config.sections import (
     Train,
 )
 from study.config.validation import names, validate
-from study.config.variant import Variant, VariantEntry
+from study.config.variant import BINARY, Variant, VariantEntry
 
 
 class Params(Strict):
@@ -97,10 +98,14 @@ def _check_crossval(params: Params) -> None:
                 )
             actual = params.variant(name).dataset
             if actual != dataset:
+                where = (
+                    f"list it under crossval.variants.{actual}"
+                    if actual in BINARY
+                    else f"only variants of the binary datasets ({names(BINARY)}) are"
+                    " cross-validated"
+                )
                 raise ConfigError(
-                    f"crossval.variants.{dataset}: {name!r} is a variant of {actual}; list it"
-                    f" under crossval.variants.{actual}"
-                    + ("" if actual in params.crossval.variants else " (a binary dataset)")
+                    f"crossval.variants.{dataset}: {name!r} is a variant of {actual}; {where}"
                 )
 
 
@@ -130,6 +135,25 @@ def resolve_entry(params: Params, entry: Any, key: str) -> Variant:
             )
         cfg = merge(cfg, presets[preset].model_dump(exclude_unset=True))
     return validate(Variant, merge(cfg, own), key)
+
+
+def config_json(cfg: Variant) -> str:
+    """A merged config as the variants stage writes it (variants/<name>.json): the fields
+    the merge set, sorted, so the file changes only when the config does."""
+    return json.dumps(cfg.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True)
+
+
+def variant_config(params: Params, name: str, root: Path | None = None) -> Variant:
+    """The config a stage trains variant `name` with: variants/<name>.json, the file DVC
+    tracks for it (written by the variants stage from params.yaml), or for the searched
+    variant its merge with search/best.yaml."""
+    if name == params.search.variant:
+        return params.variant(name)
+    params.variant(name)  # an unknown name fails here, naming the defined ones
+    path = (root or REPO_ROOT) / VARIANTS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run `dvc repro variants`")
+    return Variant.model_validate_json(path.read_text())
 
 
 def searched_entry(root: Path | None = None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
+# Each listed variant's merged config, one JSON file per variant (the variants stage).
+VARIANTS_DIR = Path("variants")
 # The search stage's best trial as a variant entry: the searched variant (search.variant).
 SEARCH_BEST = Path("search/best.yaml")
 # Keras BackupAndRestore state; outside DVC outs, which DVC deletes before a stage reruns.

@@ -8,6 +8,7 @@ optimizer's learning-rate schedule is logged readably instead of as a serialized
 
 from __future__ import annotations
 
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,23 @@ def readable(value: Any) -> Any:
         args = ", ".join(f"{k}={v}" for k, v in value["config"].items() if k != "name")
         return f"{value['class_name']}({args})"
     return value
+
+
+def log_missing_epochs(client: Any, run_id: str, history: dict[str, list[float]]) -> int:
+    """Log the per-epoch values of `history` (all epochs, from the backup) that the run lacks;
+    how many. A resumed run's epochs before the kill were logged by the dead process, and not
+    all of them reached the store: RunLogger logs asynchronously, after the epoch's backup."""
+    from mlflow.entities import Metric
+
+    mlflow.flush_async_logging()  # this process's own epochs first
+    now = int(time.time() * 1000)
+    missing = []
+    for key, values in history.items():
+        logged = {m.step for m in client.get_metric_history(run_id, key)}
+        missing += [Metric(key, v, now, i) for i, v in enumerate(values) if i not in logged]
+    if missing:
+        client.log_batch(run_id, metrics=missing)
+    return len(missing)
 
 
 def log_checkpoints(

@@ -26,12 +26,8 @@ def register(client: Any, name: str, model_id: str, alias: str, tags: dict[str, 
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    versions = [
-        v for v in client.search_model_versions(f"name = '{name}'") if v.model_id == model_id
-    ]
-    if versions:
-        version = versions[0].version
-    else:
-        version = mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+    source = f"models:/{model_id}"  # what register_model records (the store may lack model_id)
+    found = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == source]
+    version = found[0].version if found else mlflow.register_model(source, name, tags=tags).version
     client.set_registered_model_alias(name, alias, version)
     return str(version)

@@ -12,7 +12,7 @@ import numpy as np
 
 from study.config.variant import Variant
 from study.data.formats import write_atomic
-from study.tracking.keras_log import RunLogger, log_checkpoints
+from study.tracking.keras_log import RunLogger, log_checkpoints, log_missing_epochs
 from study.tracking.lineage import split_inputs
 from study.tracking.tags import flat_config, project_run_id, run_tags
 from study.training.backups import (
@@ -135,6 +135,8 @@ def train_run(
             logging = [RunLogger(), EpochProgress(cfg.epochs, label=f"train {job.run_name}")]
             train, val = data
             result = train_model(cfg, train, val, job.out_dir, work_dir, meta, logging)
+            if run_id is not None:  # epochs the killed process did not get to log
+                log_missing_epochs(client, run_id, result.history)
             models = {which: job.out_dir / f"{which}.keras" for which in ("best", "last")}
             best = result.best_epoch - 1
             summary = {
