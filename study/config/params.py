@@ -66,6 +66,11 @@ class Params(Strict):
             self._resolved[name] = resolve_entry(self, entry, key)
         return self._resolved[name]
 
+    @property
+    def root(self) -> Path:
+        """The repository this params.yaml was read from (search/best.yaml, variants/)."""
+        return self._root
+
     def study_variants(self) -> list[str]:
         """Every variant the study trains and evaluates: `variants`, then the searched one."""
         return [*self.variants, self.search.variant]
@@ -143,14 +148,14 @@ def config_json(cfg: Variant) -> str:
     return json.dumps(cfg.model_dump(mode="json", exclude_unset=True), indent=2, sort_keys=True)
 
 
-def variant_config(params: Params, name: str, root: Path | None = None) -> Variant:
+def variant_config(params: Params, name: str) -> Variant:
     """The config a stage trains variant `name` with: variants/<name>.json, the file DVC
     tracks for it (written by the variants stage from params.yaml), or for the searched
     variant its merge with search/best.yaml."""
     if name == params.search.variant:
         return params.variant(name)
     params.variant(name)  # an unknown name fails here, naming the defined ones
-    path = (root or REPO_ROOT) / VARIANTS_DIR / f"{name}.json"
+    path = params.root / VARIANTS_DIR / f"{name}.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run `dvc repro variants`")
     return Variant.model_validate_json(path.read_text())

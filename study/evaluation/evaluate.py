@@ -83,6 +83,8 @@ def score_training(
             found, acts = diagnose(
                 model, cfg, x, encode_labels(y, cfg), diag.batch_size, diag.saturation
             )
+            if scores[which].get("diverged"):  # NaN activations are neither dead nor alive
+                found = dict.fromkeys(found)
             scores[which] |= finite(found)
             if which == "best":
                 activations = acts

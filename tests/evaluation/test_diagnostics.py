@@ -1,4 +1,5 @@
-"""stages.diagnostics: dead and saturated units, first-layer gradient norm, histograms."""
+"""study.evaluation.diagnostics: dead and saturated units, first-layer gradient norm,
+histograms."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from stages.diagnostics import (
+from study.config.params import load_params
+from study.config.variant import Variant
+from study.evaluation.diagnostics import (
     activation_histograms,
     dead_fraction,
     diagnose,
@@ -14,28 +17,29 @@ from stages.diagnostics import (
     hidden_activations,
     saturated_fraction,
 )
-from stages.model import build_model, encode_labels
-from stages.params import load_params, resolve_variant
+from study.training.model import build_model, encode_labels
 
 N = 12
+SHAPE = (28, 28)
 
 
-def tiny_cfg(activation: str = "relu", **over) -> dict:
+def tiny_cfg(activation: str = "relu", **over) -> Variant:
     """act_relu shrunk to 2 hidden layers of 4 units, with dropout (off at inference)."""
-    cfg = resolve_variant(load_params(), "act_relu")
-    return {**cfg, "activation": activation, "depth": 2, "units": 4, "dropout": 0.5, **over}
+    cfg = load_params().variant("act_relu").model_dump(exclude_unset=True)
+    fields = {"activation": activation, "depth": 2, "units": 4, "dropout": 0.5, **over}
+    return Variant.model_validate({**cfg, **fields})
 
 
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    return rng.random((N, 28, 28), dtype=np.float32), np.arange(N) % 10
+    return rng.random((N, *SHAPE), dtype=np.float32), np.arange(N) % 10
 
 
 @pytest.fixture(scope="module")
 def relu_model():
     keras.utils.set_random_seed(0)
-    return build_model(tiny_cfg())
+    return build_model(tiny_cfg(), SHAPE)
 
 
 def manual_forward(model, x):
@@ -60,6 +64,8 @@ def test_saturated_fraction_is_over_values():
     sigmoid = np.array([[0.005, 0.5, 0.995], [0.02, 0.999, 0.5]])
     assert saturated_fraction(sigmoid, "sigmoid", 0.99) == 3 / 6
     assert saturated_fraction(sigmoid, "sigmoid", 0.95) == 4 / 6
+    with pytest.raises(ValueError, match=r"saturation level must be in \(0, 1\), got 1"):
+        saturated_fraction(sigmoid, "sigmoid", 1)
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "linear"])
@@ -91,7 +97,7 @@ def test_first_layer_gradient_norm_is_the_data_loss_gradient(relu_model, data):
     assert norm > 0
     assert norm == pytest.approx(expected, rel=1e-4)
     # Penalties are not part of it: the same weights with L2 and L1 activity give the same norm.
-    reg = build_model(tiny_cfg(kernel_l2=0.5, activity_l1=0.5))
+    reg = build_model(tiny_cfg(kernel_l2=0.5, activity_l1=0.5), SHAPE)
     reg.set_weights(relu_model.get_weights())
     reg_norm = first_layer_gradient_norm(reg, x, y, "sparse_categorical_crossentropy")
     assert reg_norm == pytest.approx(norm, rel=1e-6)
@@ -100,7 +106,7 @@ def test_first_layer_gradient_norm_is_the_data_loss_gradient(relu_model, data):
 def test_diagnose_reports_per_layer_and_overall(relu_model, data):
     x, y = data
     cfg = tiny_cfg()
-    out = diagnose(relu_model, cfg, x, encode_labels(y, cfg), batch_size=8, level=0.99)
+    out, acts = diagnose(relu_model, cfg, x, encode_labels(y, cfg), batch_size=8, level=0.99)
     assert set(out) == {
         "dead_fraction/hidden_1",
         "dead_fraction/hidden_2",
@@ -108,24 +114,29 @@ def test_diagnose_reports_per_layer_and_overall(relu_model, data):
         "first_layer_grad_norm",
     }
     h1, h2, _ = manual_forward(relu_model, x)
+    np.testing.assert_allclose(acts[0], h1, rtol=1e-5, atol=1e-6)  # the histograms' input
     assert out["dead_fraction"] == dead_fraction(np.concatenate([h1, h2], axis=1))
-    grad = first_layer_gradient_norm(relu_model, x[:8], y[:8], cfg["loss"])
+    assert out["dead_fraction/hidden_2"] == dead_fraction(h2)
+    grad = first_layer_gradient_norm(relu_model, x[:8], y[:8], cfg.loss)
     assert out["first_layer_grad_norm"] == pytest.approx(grad)
-    elu = diagnose(relu_model, {**cfg, "activation": "elu"}, x, y, batch_size=8, level=0.99)
-    assert set(elu) == {"first_layer_grad_norm"}
-    assert diagnose(None, {**cfg, "depth": 0}, x, y, batch_size=8, level=0.99) == {}
+    elu = cfg.model_copy(update={"activation": "elu"})
+    found, _ = diagnose(relu_model, elu, x, y, batch_size=8, level=0.99)
+    assert set(found) == {"first_layer_grad_norm"}
+    none = cfg.model_copy(update={"depth": 0})
+    assert diagnose(None, none, x, y, batch_size=8, level=0.99) == ({}, [])
 
 
 def test_diagnose_saturation_for_tanh(data):
     x, y = data
     cfg = tiny_cfg("tanh")
-    out = diagnose(build_model(cfg), cfg, x, y, batch_size=8, level=0.5)
+    out, acts = diagnose(build_model(cfg, SHAPE), cfg, x, y, batch_size=8, level=0.5)
     assert set(out) == {
         "saturated_fraction/hidden_1",
         "saturated_fraction/hidden_2",
         "saturated_fraction",
         "first_layer_grad_norm",
     }
+    assert out["saturated_fraction/hidden_1"] == saturated_fraction(acts[0], "tanh", 0.5)
     assert all(0 <= v <= 1 for k, v in out.items() if k.startswith("saturated"))
 
 
@@ -136,6 +147,10 @@ def test_histograms_have_one_panel_per_hidden_layer_with_thresholds():
     xs = sorted(line.get_xdata()[0] for line in fig.axes[0].get_lines())
     assert xs == pytest.approx([-0.99, 0.99])
     assert fig.axes[0].get_yscale() == "log"
+    assert fig.axes[0].get_title() == "hidden_1 (4 units)"
+    assert sum(bar.get_height() for bar in fig.axes[0].patches) == 40  # every value binned
     relu = activation_histograms(acts[:2], "relu", "act_relu", level=0.99)
     assert len(relu.axes) == 2
     assert [line.get_xdata()[0] for line in relu.axes[1].get_lines()] == [0.0]
+    with pytest.raises(ValueError, match="no hidden layers"):
+        activation_histograms([], "relu", "baseline", level=0.99)

@@ -1,26 +1,36 @@
-"""stages.evaluate: last vs best on the test split, thoracic extras, MLflow names."""
+"""study.evaluation.evaluate: last vs best on the test split, the thoracic extras, what
+evaluate reads of a training and what it logs to MLflow; the evaluate stage's metrics file
+against an independent computation on the tiny study's saved models."""
 
 from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 from conftest import thoracic_rows
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
 
-from stages.evaluate import (
+from study.config.errors import DataError
+from study.config.params import load_params
+from study.config.paths import METRICS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR, split_path
+from study.config.sections import Evaluate
+from study.data.formats import load_split
+from study.evaluation.evaluate import (
+    TRAIN_FACTS,
     confusion_csv,
     evaluate_variant,
     mlflow_metrics,
     read_train_summary,
+    trained_config,
 )
-from stages.formats import DataError
-from stages.model import build_model
-from stages.params import resolve_variant
-from stages.scoring import score_model
-from stages.train import configure_tf, train_model
+from study.training.fitting import configure_tf
+from study.training.train import train_model
 
-EVAL = {"batch_size": 64, "threshold": 0.5, "diagnostics": {"batch_size": 32, "saturation": 0.99}}
+SETTINGS = Evaluate(
+    batch_size=64, threshold=0.5, diagnostics={"batch_size": 32, "saturation": 0.99}
+)
 
 
 def thoracic_split():
@@ -29,102 +39,143 @@ def thoracic_split():
     return (x[:100], y[:100]), (x[100:130], y[100:130]), (x[130:], y[130:])
 
 
-def test_thoracic_metrics_have_auc_balanced_and_majority(params, tmp_path):
-    cfg = {**resolve_variant(params, "thoracic_bce"), "epochs": 3}
+def train_summary(cfg, seed, result) -> dict:
+    """train.json as study.training.run writes it (without the MLflow run behind it)."""
+    best = result.best_epoch - 1
+    return {
+        "dataset": cfg.dataset,
+        "seed": seed,
+        "run_id": "r",
+        "key": "k",
+        "model_ids": {"best": "m-best", "last": "m-last"},
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_val_loss": result.history["val_loss"][best],
+        "best_val_accuracy": result.history["val_accuracy"][best],
+        "train_time_s": round(result.train_time_s, 3),
+        "config": cfg.model_dump(mode="json", exclude_unset=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """thoracic_bce trained for 3 epochs into models/thoracic_bce/ of a temporary directory."""
+    cfg = load_params().variant("thoracic_bce").model_copy(update={"epochs": 3})
     configure_tf(seed=1, deterministic=True, threads=1)
     train, val, test = thoracic_split()
-    result = train_model(cfg, train, val, tmp_path, tmp_path / "work")
-    (tmp_path / "train.json").write_text(
-        json.dumps({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run})
-    )
-    trained = {**cfg, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
-    metrics, pred = evaluate_variant(trained, EVAL, tmp_path, test)
+    root = tmp_path_factory.mktemp("evaluate")
+    model_dir = root / "models" / "thoracic_bce"
+    result = train_model(cfg, train, val, model_dir, root / "work")
+    summary = train_summary(cfg, 1, result)
+    (model_dir / "train.json").write_text(json.dumps(summary))
+    return model_dir, summary, result, test
+
+
+def test_thoracic_metrics_have_auc_balanced_majority_and_the_training_facts(trained):
+    model_dir, summary, result, test = trained
+    first = read_train_summary(model_dir / "train.json", "thoracic_bce")
+    metrics, (evaluation,) = evaluate_variant(model_dir, first, SETTINGS, test)
     scores = {"loss", "penalty", "accuracy", "auc", "balanced_accuracy"}
     diagnostics = {"dead_fraction", "dead_fraction/hidden_1", "dead_fraction/hidden_2"}
     assert set(metrics["last"]) == scores | diagnostics | {"first_layer_grad_norm"}
-    assert 0 <= metrics["best"]["dead_fraction"] <= 1
     assert set(metrics["best"]) == set(metrics["last"])
+    assert 0 <= metrics["best"]["dead_fraction"] <= 1
+    assert set(metrics) == {"dataset", "last", "best", "majority_accuracy", *TRAIN_FACTS}
+    assert metrics["dataset"] == "thoracic" and "seeds" not in metrics  # one seed
     assert metrics["best_epoch"] == result.best_epoch and metrics["epochs_run"] == 3
+    assert metrics["best_val_loss"] == round(min(result.history["val_loss"]), 6)
+    assert metrics["train_time_s"] == summary["train_time_s"]
     y = test[1]
     assert metrics["majority_accuracy"] == round(float(np.mean(y == 0)), 6)
-    assert np.isclose(metrics["best"]["accuracy"], np.mean(pred == y), atol=1e-6)
+    pred = evaluation.pred
     assert set(np.unique(pred)) <= {0, 1}
+    assert metrics["best"]["accuracy"] == round(accuracy_score(y, pred), 6)
+    assert evaluation.trained == first and evaluation.scores["best"] == metrics["best"]
+    assert [a.shape for a in evaluation.activations] == [(len(y), 30)] * 2  # best, 2 layers
+    json.dumps(metrics, allow_nan=False)
 
 
-def test_score_model_accuracy_matches_predictions(params):
-    cfg = resolve_variant(params, "baseline")
-    configure_tf(seed=2, deterministic=True, threads=1)
-    model = build_model(cfg)
-    rng = np.random.default_rng(0)
-    x = rng.random((50, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, 50)
-    scores, pred = score_model(model, x, y, cfg, EVAL)
-    probs = model.predict(x, verbose=0)
-    np.testing.assert_array_equal(pred, probs.argmax(axis=1))
-    assert scores["accuracy"] == round(float(np.mean(pred == y)), 6)
-    assert set(scores) == {"loss", "penalty", "accuracy"}
+def test_the_config_evaluate_uses_is_the_one_trained(trained):
+    _, summary, _, _ = trained
+    cfg = trained_config(summary)
+    assert cfg == load_params().variant("thoracic_bce").model_copy(update={"epochs": 3})
+    assert cfg.loss == "binary_crossentropy" and cfg.depth == 2
 
 
 def test_mlflow_metric_names():
     metrics = {
-        "last": {"loss": 1.0, "accuracy": 0.5},
-        "best": {"loss": 0.9, "accuracy": 0.6, "auc": 0.7},
+        "last": {"loss": None, "accuracy": 0.5, "diverged": True, "auc": None},
+        "best": {"loss": 0.9, "accuracy": 0.6, "auc": 0.7, "auc_undefined": None},
         "best_epoch": 3,
-        "epochs_run": 5,
         "majority_accuracy": 0.8,
+        "seeds": {
+            "seeds": [42, 43],
+            "last_accuracy": {"mean": 0.5, "sd": 0.1, "values": [0.4, 0.6]},
+            "best_accuracy": {"mean": 0.65, "sd": 0.05, "values": [0.6, 0.7]},
+        },
     }
+    # numbers only: a diverged checkpoint's null loss and its `diverged` flag are left out
     assert mlflow_metrics(metrics, "last") == {
-        "test_loss": 1.0,
         "test_accuracy": 0.5,
         "test_majority_accuracy": 0.8,
+        "seeds_last_accuracy_mean": 0.5,
+        "seeds_last_accuracy_sd": 0.1,
     }
-    assert mlflow_metrics(metrics, "best")["test_auc"] == 0.7
+    best = mlflow_metrics(metrics, "best")
+    assert best["test_auc"] == 0.7 and best["test_loss"] == 0.9
+    assert best["seeds_best_accuracy_mean"] == 0.65 and "seeds_last_accuracy_mean" not in best
 
 
 def test_confusion_csv_rows():
     assert confusion_csv(np.array([1, 0]), np.array([1, 1])) == "actual,predicted\n1,1\n0,1\n"
 
 
-def test_train_summary_missing_or_stale_says_which_stage_to_rerun(tmp_path):
+def test_train_summary_missing_or_stale_says_what_to_rerun(tmp_path):
     path = tmp_path / "train.json"
-    with pytest.raises(DataError, match=r"train\.json: not found; run `dvc repro train@v`"):
+    with pytest.raises(DataError, match=r"train\.json: not found; run `dvc repro` for variant v"):
         read_train_summary(path, "v")
     path.write_text(json.dumps({"best_epoch": 2, "epochs_run": 3}))
-    missing = r"missing activation, dataset, depth, loss, model_ids, run_id, seed .*train@v"
-    with pytest.raises(DataError, match=missing):
+    missing = r"missing config, dataset, model_ids, run_id, seed \(written by an older train"
+    with pytest.raises(DataError, match=missing + r".*rerun the training of variant v"):
         read_train_summary(path, "v")
-    summary = {"dataset": "thoracic", "loss": "poisson", "run_id": "r", "best_epoch": 2}
-    summary |= {"depth": 2, "activation": "relu"}
-    summary["model_ids"] = {"best": "m-1", "last": "m-2"}
-    summary["seed"] = 42
-    path.write_text(json.dumps({**summary, "epochs_run": 3}))
-    assert read_train_summary(path, "v")["epochs_run"] == 3
+    summary = {"dataset": "thoracic", "run_id": "r", "best_epoch": 2, "config": {}}
+    summary |= {"model_ids": {"best": "m-1", "last": "m-2"}, "seed": 42, "epochs_run": 3}
+    path.write_text(json.dumps(summary))
+    assert read_train_summary(path, "v") == summary
 
 
-@pytest.mark.parametrize("variant", ["weight_decay", "baseline", "thoracic_mse"])
-def test_test_loss_is_the_data_loss_without_the_penalty(params, variant):
-    """`loss` is the loss function on the predictions (sklearn agrees); model.evaluate()'s
-    L2/L1 terms are reported apart as `penalty`, zero for an unregularized model."""
-    from sklearn.metrics import log_loss, mean_squared_error
-
-    cfg = resolve_variant(params, variant)
-    configure_tf(seed=3, deterministic=True, threads=1)
-    model = build_model(cfg)
-    if cfg["dataset"] == "thoracic":
-        _, _, (x, y) = thoracic_split()
-    else:
-        rng = np.random.default_rng(0)
-        x, y = rng.random((64, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
-    scores, _ = score_model(model, x, y, cfg, EVAL)
-    probs = model.predict(x, verbose=0)
-    if cfg["loss"] == "mean_squared_error":
-        expected = mean_squared_error(y, probs.reshape(-1))
-    else:
-        expected = log_loss(y, probs, labels=list(range(10)))
-    assert np.isclose(scores["loss"], expected, atol=2e-6)
-    total = model.evaluate(x, y, batch_size=EVAL["batch_size"], verbose=0, return_dict=True)
-    assert np.isclose(scores["loss"] + scores["penalty"], total["loss"], atol=1e-4)
-    if variant == "weight_decay":
-        assert scores["penalty"] > 0.01
-    else:
-        assert scores["penalty"] == 0.0
+def test_the_study_metrics_equal_sklearn_on_the_saved_models(built_study):
+    """metrics/thoracic_bce.json of the tiny study (evaluate@thoracic_bce) against an
+    independent computation: sklearn on each saved checkpoint's test predictions and on the
+    confusion CSV's saved predictions; the new training facts against the val split."""
+    repo = built_study
+    metrics = json.loads((repo / METRICS_DIR / "thoracic_bce.json").read_text())
+    threshold = load_params(repo).evaluate.threshold
+    prepared = repo / PREPARED_DIR
+    x, y = load_split(split_path(prepared, "test", "thoracic"))
+    for which in ("last", "best"):
+        model = keras.saving.load_model(repo / MODELS_DIR / "thoracic_bce" / f"{which}.keras")
+        prob = model.predict(x, verbose=0)[:, 0]
+        pred = (prob >= threshold).astype(int)
+        scores = metrics[which]
+        assert scores["auc"] == pytest.approx(roc_auc_score(y, prob), abs=2e-6)
+        assert scores["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-6)
+        expected = balanced_accuracy_score(y, pred)
+        assert scores["balanced_accuracy"] == pytest.approx(expected, abs=1e-6)
+        assert scores["loss"] == pytest.approx(log_loss(y, prob, labels=[0, 1]), abs=1e-5)
+        if which == "best":  # the val split's loss and accuracy train.json recorded
+            x_val, y_val = load_split(split_path(prepared, "val", "thoracic"))
+            val_prob = model.predict(x_val, verbose=0)[:, 0]
+            val_loss = log_loss(y_val, val_prob, labels=[0, 1])
+            assert metrics["best_val_loss"] == pytest.approx(val_loss, abs=1e-5)
+            val_accuracy = accuracy_score(y_val, val_prob >= 0.5)  # Keras's BinaryAccuracy
+            assert metrics["best_val_accuracy"] == pytest.approx(val_accuracy, abs=1e-6)
+    lines = (repo / PLOTS_DIR / "confusion" / "thoracic_bce.csv").read_text().splitlines()
+    assert lines[0] == "actual,predicted"
+    saved = np.array([line.split(",") for line in lines[1:]], dtype=int)
+    np.testing.assert_array_equal(saved[:, 0], y)
+    assert metrics["best"]["accuracy"] == round(accuracy_score(saved[:, 0], saved[:, 1]), 6)
+    expected = balanced_accuracy_score(saved[:, 0], saved[:, 1])
+    assert metrics["best"]["balanced_accuracy"] == round(expected, 6)
+    majority = max(np.mean(y == 0), np.mean(y == 1))
+    assert metrics["majority_accuracy"] == round(majority, 6)

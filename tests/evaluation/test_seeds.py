@@ -1,83 +1,116 @@
-"""stages.seeds, stages.scoring's spread and compare's noise section: a variant trained with
-several seeds, each seed's models scored, mean and sd checked against numpy and sklearn."""
+"""A variant trained with several seeds (its `seeds` field): evaluate scores each seed's
+models where study.training.run.seed_trainings puts them, the spread across seeds
+(study.evaluation.scoring) checked against statistics and sklearn, and compare's noise
+section and error bars (study.reports.seeds, study.reports.chart)."""
 
 from __future__ import annotations
 
 import json
 import statistics
 
+import keras
 import numpy as np
 import pandas as pd
 from conftest import thoracic_rows
+from sklearn.metrics import accuracy_score, roc_auc_score
 
-from stages.compare import chart_panels, last_vs_best_chart
-from stages.evaluate import seed_scores
-from stages.params import SEEDS_FILE, resolve_variant, seed_dir
-from stages.scoring import seeds_spread, spread
-from stages.seedreport import seeds_markdown, verdict
-from stages.seeds import extra_seeds
-from stages.train import configure_tf, train_model
+from study.config.params import load_params
+from study.config.sections import Evaluate
+from study.evaluation.evaluate import evaluate_variant, mlflow_metrics
+from study.evaluation.scoring import seeds_spread, spread
+from study.reports.chart import chart_panels, last_vs_best_chart
+from study.reports.seeds import seed_fields, seeds_markdown, verdict
+from study.training.model import build_model
+from study.training.run import seed_trainings
 
-EVAL = {"batch_size": 64, "threshold": 0.5, "diagnostics": {"batch_size": 32, "saturation": 0.99}}
-
-
-def test_extra_seeds_follow_the_main_seed():
-    assert extra_seeds(42, 1) == []
-    assert extra_seeds(42, 3) == [43, 44]
+SETTINGS = Evaluate(
+    batch_size=64, threshold=0.5, diagnostics={"batch_size": 32, "saturation": 0.99}
+)
 
 
 def test_spread_is_the_mean_and_sample_sd():
     values = [0.81, 0.84, 0.80]
     out = spread(values)
     assert out["mean"] == round(statistics.mean(values), 6)
-    assert out["sd"] == round(statistics.stdev(values), 6)  # ddof 1, as the CV's sd
+    assert out["sd"] == round(statistics.stdev(values), 6)  # ddof 1, as the folds' sd
     assert out["values"] == values
     assert spread([0.5]) == {"mean": 0.5, "sd": 0.0, "values": [0.5]}
 
 
 def test_seeds_spread_per_checkpoint_and_metric_every_run_has():
     runs = {
-        43: {"last": {"accuracy": 0.8, "loss": 0.5}, "best": {"accuracy": 0.9, "loss": 0.3}},
+        43: {
+            "last": {"accuracy": 0.8, "loss": None, "diverged": True},
+            "best": {"accuracy": 0.9, "loss": 0.3, "auc": 0.7},
+        },
         42: {
             "last": {"accuracy": 0.7, "loss": 0.6, "auc": 0.6, "penalty": 0.1},
-            "best": {"accuracy": 0.85, "loss": 0.4},
+            "best": {"accuracy": 0.85, "loss": 0.4, "auc": 0.8, "penalty": 0.1},
         },
     }
     out = seeds_spread(runs)
     assert out["seeds"] == [42, 43]
     assert out["last_accuracy"]["values"] == [0.7, 0.8]
     assert out["best_loss"]["mean"] == 0.35
-    assert "last_auc" not in out and "last_penalty" not in out  # not in every run / no spread
+    assert out["best_auc"] == spread([0.8, 0.7])
+    assert "last_auc" not in out  # not in every run
+    assert "last_loss" not in out  # a diverged seed has none: no mean of the others alone
+    assert "best_penalty" not in out  # the first seed's only, as the diagnostics
 
 
-def test_seed_scores_match_sklearn_on_each_seeds_saved_models(params, tmp_path):
-    """evaluate's scores of the seeds stage's models equal an independent computation:
-    sklearn's accuracy of each saved model's predictions."""
-    import keras
-    from sklearn.metrics import accuracy_score
-
-    cfg = {**resolve_variant(params, "thoracic_bce"), "epochs": 2}
-    rows = thoracic_rows(160, 5)
+def test_evaluate_scores_every_seed_where_seed_trainings_puts_it(tmp_path):
+    """Three seeds of thoracic_bce (models as built with each seed): metrics' `seeds` spread
+    equals sklearn's scores of each seed's saved models; the first seed alone gets the
+    diagnostics, MLflow the spread beside the first seed's scores."""
+    cfg = load_params().variant("thoracic_bce").model_copy(update={"seeds": 3})
+    rows = thoracic_rows(80, 5)
     x, y = rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
-    train, val, test = (x[:100], y[:100]), (x[100:130], y[100:130]), (x[130:], y[130:])
-    seeds_dir = tmp_path / "seeds"
-    for seed in (43, 44):
-        configure_tf(seed, deterministic=True, threads=1)
-        where = seed_dir(seeds_dir, seed)
-        result = train_model(cfg, train, val, where, tmp_path / f"work{seed}")
-        summary = {k: cfg[k] for k in ("dataset", "loss", "depth", "activation")}
-        summary |= {"seed": seed, "run_id": "r", "model_ids": {}, "epochs_run": 2}
-        summary["best_epoch"] = result.best_epoch
-        (where / "train.json").write_text(json.dumps(summary))
-    (seeds_dir / SEEDS_FILE).write_text(json.dumps({"seeds": [43, 44]}))
-    scores = seed_scores(seeds_dir, "thoracic_bce", EVAL, test)
-    assert list(scores) == [43, 44]
-    for seed, (trained, by_model) in scores.items():
-        assert trained["seed"] == seed
-        for which in ("last", "best"):
-            model = keras.saving.load_model(seed_dir(seeds_dir, seed) / f"{which}.keras")
-            pred = (model.predict(test[0], verbose=0)[:, 0] >= 0.5).astype(int)
-            assert by_model[which]["accuracy"] == round(accuracy_score(test[1], pred), 6)
+    model_dir = tmp_path / "models" / "thoracic_bce"
+    files = (tmp_path / "train.npz", tmp_path / "val.npz")
+    jobs = seed_trainings("thoracic_bce", cfg, 7, True, files, model_dir, tmp_path / "h.csv")
+    for job in jobs:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        for which, seed in (("best", job.seed), ("last", job.seed + 100)):
+            keras.utils.set_random_seed(seed)
+            model = build_model(cfg, x.shape[1:])
+            model.optimizer.build(model.trainable_variables)  # saved as a trained one is
+            model.save(job.out_dir / f"{which}.keras")
+        summary = {"dataset": "thoracic", "seed": job.seed, "run_id": f"run{job.seed}"}
+        summary |= {"model_ids": {}, "best_epoch": 1, "epochs_run": 2, "train_time_s": 1.0}
+        summary["config"] = cfg.model_dump(mode="json", exclude_unset=True)
+        (job.out_dir / "train.json").write_text(json.dumps(summary))
+    first = json.loads((model_dir / "train.json").read_text())
+    metrics, evaluations = evaluate_variant(model_dir, first, SETTINGS, (x, y))
+    seeds = metrics["seeds"]
+    assert seeds["seeds"] == [7, 8, 9] == [e.trained["seed"] for e in evaluations]
+    for which in ("last", "best"):
+        accuracy, auc = [], []
+        for job in jobs:
+            model = keras.saving.load_model(job.out_dir / f"{which}.keras")
+            prob = model.predict(x, verbose=0)[:, 0]
+            accuracy.append(round(accuracy_score(y, prob >= 0.5), 6))
+            auc.append(round(roc_auc_score(y, prob), 6))
+        assert seeds[f"{which}_accuracy"]["values"] == accuracy
+        assert seeds[f"{which}_auc"]["values"] == auc
+        assert seeds[f"{which}_auc"]["mean"] == round(statistics.mean(auc), 6)
+        assert seeds[f"{which}_auc"]["sd"] == round(statistics.stdev(auc), 6)
+        assert metrics[which]["auc"] == auc[0]  # the file's own scores: the first seed's
+    assert len(set(seeds["best_auc"]["values"])) == 3  # three different models
+    assert "dead_fraction" in metrics["best"] and evaluations[0].activations
+    assert "dead_fraction" not in evaluations[1].scores["best"]
+    assert evaluations[1].activations == []
+    flat = mlflow_metrics(metrics, "best")
+    assert flat["seeds_best_auc_mean"] == seeds["best_auc"]["mean"]
+    assert flat["seeds_best_accuracy_sd"] == seeds["best_accuracy"]["sd"]
+    row = seed_fields(metrics)  # what compare takes from it
+    assert row == {
+        "seeds": 3,
+        "last_accuracy_mean": seeds["last_accuracy"]["mean"],
+        "last_accuracy_sd": seeds["last_accuracy"]["sd"],
+        "best_accuracy_mean": seeds["best_accuracy"]["mean"],
+        "best_accuracy_sd": seeds["best_accuracy"]["sd"],
+    }
+    assert seed_fields({"last": {}}) == {}  # one seed: no spread
 
 
 def noisy_frame():
@@ -123,3 +156,5 @@ def test_chart_draws_means_with_sd_bars_when_variants_have_seeds():
     assert bars.get_label() == "best checkpoint (mean ± sd, 3 seeds)"
     segments = bars.errorbar.lines[2][0].get_segments()
     assert np.allclose(sorted(segments[1][:, 0]), [0.84, 0.86])  # b: mean ± sd
+    mixed = noisy_frame().assign(seeds=[3, 1, 3])  # a variant with one seed: plain bars
+    assert "seeds" not in chart_panels(mixed)["fashion_mnist"]
