@@ -23,7 +23,7 @@ from processes import ray_processes
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from stages.params import REPO_ROOT, load_params
-from tools.dvc_graph import descendants, plan, state_links_kept_open
+from tools.dvc_graph import descendants, plan
 from tools.ray_repro import background
 from tools.schedule import load_seconds, save_seconds
 
@@ -108,21 +108,29 @@ def test_background_gives_its_result_or_its_error():
         background(int, "x").result()
 
 
-def test_state_link_rows_are_dvcs_own_and_persist(tmp_path):
-    from dvc.repo import Repo
-    from dvc_data.hashfile.state import State
+def test_another_dvc_version_runs_plain_dvc_repro(tmp_path, monkeypatch, capsys):
+    import tools.dvc_graph
+    from tools.ray_repro import main
+
+    class Exec(Exception):
+        pass
+
+    def execv(path: str, argv: list[str]) -> None:
+        raise Exec(path, argv)
 
     root = project(tmp_path, GRAPH)
-    original = State.set_link
-    repo = Repo(str(root))
-    repo.state.set_link(str(root / "a.txt"), 1, "10")  # DVC's own write
-    with state_links_kept_open():
-        repo.state.set_link(str(root / "b.txt"), 2, "20")
-        repo.state.set_link(str(root / "b.txt"), 3, "30")  # again, on the open connection
-    assert State.set_link is original
-    repo.close()
-    links = Repo(str(root)).state.links  # read back by a new repo, from disk
-    assert (links["a.txt"], links["b.txt"]) == ((1, "10"), (3, "30"))
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(tools.dvc_graph, "DVC_TESTED", "0.0.1")
+    monkeypatch.setattr(os, "execv", execv)
+    with pytest.raises(Exec) as exec_:
+        main(["b"])
+    path, argv = exec_.value.args
+    assert path == sys.executable and argv == [sys.executable, "-m", "dvc", "repro", "b"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tested with DVC 0.0.1; running `dvc repro` instead" in err
+    subprocess.run(argv, cwd=root, env=pipeline_env(), capture_output=True, check=True)
+    assert (root / "b.txt").read_text() == "a\n" and not (root / "c.txt").exists()
+    assert status(root, "b") == {}
 
 
 def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):

@@ -27,15 +27,12 @@ from typing import Any
 
 from tools.dvc_graph import (
     descendants,
-    file_hashes_memoized,
-    params_parsed_once,
+    dvc_mismatch,
     plan,
     prepare_stage,
     record,
     stage_env,
-    state_links_kept_open,
     write_lock,
-    yaml_in_c,
 )
 from tools.schedule import load_seconds, priorities, save_seconds
 
@@ -238,10 +235,14 @@ def drive(
     return 0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("targets", nargs="*", help="stages (and what they depend on) to run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    problem = dvc_mismatch()
+    if problem:  # DVC's internals may differ: DVC itself gives the same result, one at a time
+        print(f"ray_repro: {problem}; running `dvc repro` instead", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "dvc", "repro", *args.targets])
     from dvc.repo import Repo, lock_repo
 
     from stages.params import load_params, require, run_stage
@@ -268,13 +269,7 @@ def main() -> None:
 
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.
-        with (
-            lock_repo(repo),
-            params_parsed_once(),
-            file_hashes_memoized(),
-            yaml_in_c(),
-            state_links_kept_open(),
-        ):
+        with lock_repo(repo):
             stages = plan(repo, args.targets)
             code = drive(repo, stages, settings, create_store)
         if code:
