@@ -206,6 +206,8 @@ if mode == "fail":
     raise RuntimeError("boom")
 if mode == "interrupt":
     raise KeyboardInterrupt
+if mode == "kill":
+    os.kill(os.getpid(), 9)
 if mode == "cleanup":
     import atexit, threading
     atexit.register(lambda: Path("atexit-ran").write_text("yes"))
