@@ -196,7 +196,8 @@ def drive(
             except (ray.exceptions.RayError, OSError) as err:  # task or node lost for good
                 code, log = 1, f"{type(err).__name__}: {err}"
             if code == 0:
-                print(f"ray_repro: {name}: done in {result['seconds']:.1f}s", flush=True)
+                took_s, node = result["seconds"], result["node"][:8]
+                print(f"ray_repro: {name}: done in {took_s:.1f}s on node {node}", flush=True)
                 took[name] = result["seconds"]
                 record(stages[name][0])
                 finished.append(stages[name][0])
