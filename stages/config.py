@@ -69,7 +69,6 @@ class Parallel(Strict):
     ray_driver_stages: list[str]  # stages that run Ray tasks of their own (search)
     max_retries: NonNegativeInt
     stop_timeout_s: PositiveFloat
-    commit_interval_s: PositiveFloat
 
 
 class Runner(Strict):

@@ -1,4 +1,4 @@
-"""tools/ray_repro.py: the DVC graph's stale stages as Ray tasks, one batched commit.
+"""tools/ray_repro.py: the DVC graph's stale stages as Ray tasks, each written to dvc.lock.
 
 Most tests use a small DVC project with shell commands (no TensorFlow); the last one runs the
 tiny study on a two-node Ray cluster on 127.0.0.1 and compares it with a sequential repro.
@@ -6,7 +6,6 @@ tiny study on a two-node Ray cluster on 127.0.0.1 and compares it with a sequent
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import shutil
@@ -14,73 +13,27 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
-from conftest import dvc, sh, tiny_params
+from conftest import dvc, tiny_params
+from dvc_projects import GRAPH, RUNNER, Lines, project, run_runner, runner, stage, status
 from processes import ray_processes
 
-from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
-from stages.params import REPO_ROOT, load_params
+from bench.workspace import commit, copy_repo, pipeline_env
+from stages.params import REPO_ROOT
 from tools.dvc_graph import descendants, plan
 from tools.ray_repro import background
 from tools.schedule import load_seconds, save_seconds
 
-RUNNER = load_params()["runner"]
 
-
-def project(tmp_path: Path, stages: dict) -> Path:
-    """A git + DVC repository with these dvc.yaml stages and params.yaml's runner section."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    sh(repo, "git", "init", "-q")
-    dvc(repo, "init", "-q")
-    (repo / "params.yaml").write_text(yaml.safe_dump({"runner": RUNNER}))
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    for package in ("tools", "stages"):
-        (repo / package).symlink_to(REPO_ROOT / package)
-    commit(repo, "project")
-    return repo
-
-
-def stage(cmd: str, outs: list[str], deps: list[str] = ()) -> dict:
-    return {"cmd": cmd, "outs": outs, **({"deps": list(deps)} if deps else {})}
-
-
-GRAPH = {
-    "a": stage("echo a > a.txt", ["a.txt"]),
-    "b": stage("cat a.txt > b.txt", ["b.txt"], ["a.txt"]),
-    "c": stage("echo c > c.txt", ["c.txt"]),
-    "d": stage("cat c.txt b.txt > d.txt", ["d.txt"], ["c.txt", "b.txt"]),
-    "e": stage("echo e > e.txt", ["e.txt"]),
-}
-
-
-def runner(repo: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tools.ray_repro", *args]
-    return subprocess.Popen(
-        cmd, cwd=repo, env=env or pipeline_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, **popen,
-    )  # fmt: skip
-
-
-def run_runner(repo: Path, *args: str) -> tuple[int, str, str]:
-    proc = runner(repo, *args)
-    out, err = proc.communicate(timeout=300)
-    return proc.returncode, out, err
-
-
-def status(repo: Path, *targets: str) -> dict:
-    out = sh(repo, dvc_bin(), "status", "--json", "--with-deps", *targets)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def test_plan_follows_dvc_graph(tmp_path):
+def test_plan_follows_dvc_graph(tmp_path, monkeypatch):
     from dvc.repo import Repo
 
     root = project(tmp_path, GRAPH)
+    monkeypatch.chdir(root)  # no target: ./dvc.yaml, as for `dvc repro`
     repo = Repo(str(root))
     stages = plan(repo)
     assert {name: deps for name, (_, deps) in stages.items()} == {
@@ -165,7 +118,7 @@ def test_a_command_dies_with_its_worker_and_nothing_is_looked_up_after_fork(tmp_
     os.close(pidfd)
 
 
-def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):
+def test_runs_the_graph_writes_each_stage_and_fills_run_cache(tmp_path):
     # One stage at a time, each noting when it starts: the order is tools/schedule.py's.
     graph = {n: {**s, "cmd": f"echo {n} >> started.txt; {s['cmd']}"} for n, s in GRAPH.items()}
     repo = project(tmp_path, graph)
@@ -180,7 +133,13 @@ def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):
     assert set(load_seconds(repo)) == set(GRAPH)  # this run's times for the next
     assert status(repo) == {}
     assert "Running stage" not in dvc(repo, "repro")  # DVC agrees: nothing to do
-    assert out.count("Updating lock file") <= 1 and "Updating lock file" in out + err
+    assert out.count("Updating lock file") == len(GRAPH)  # once per finished stage
+    # A no-op leaves dvc.lock alone, as `dvc repro` does (which rewrites it per stage run).
+    lock = repo / "dvc.lock"
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    code, out, err = run_runner(repo)
+    assert code == 0 and "started" not in out, out + err
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     # DVC's run-cache knows each result: with outputs gone, they are restored, not rerun.
     for name in ("a.txt", "b.txt"):
         (repo / name).unlink()
@@ -199,7 +158,7 @@ def test_failure_stops_only_what_depends_on_it(tmp_path):
     code, _, err = run_runner(repo)
     assert code == 1
     log = repo / ".dvc" / "tmp" / "ray_repro" / "c.log"
-    assert f"failed: c (log: {log})" in err
+    assert f"failed: c (exit 3; log: {log})" in err
     assert "broken" in log.read_text()
     assert "not run: d" in err and not (repo / "d.txt").exists()
     # Everything else finished and is recorded; only the failed stage and its dependent are not.
@@ -211,30 +170,26 @@ def test_failure_stops_only_what_depends_on_it(tmp_path):
 def test_signal_stops_every_stage_and_commits_only_finished(tmp_path, how):
     graph = {
         "quick": stage("echo q > q.txt", ["q.txt"]),
-        "slow": stage("echo partial > s.txt; echo $$ > slow.pid; exec sleep 120", ["s.txt"]),
+        "slow": stage("echo partial > s.txt; echo slow pid $$; exec sleep 120", ["s.txt"]),
     }
     repo = project(tmp_path, graph)
     marker = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's sockets need a short path
-    proc = runner(repo, env=pipeline_env(RAY_TMPDIR=marker), start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not ((repo / "slow.pid").exists() and (repo / "q.txt").exists()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    time.sleep(1)  # the quick stage's result reaches the driver
-    sleeper = int((repo / "slow.pid").read_text())
+    env = pipeline_env(RAY_TMPDIR=marker)
+    proc = runner(repo, env=env, stderr=subprocess.STDOUT, start_new_session=True)
+    lines = Lines(proc)
+    # Once "done" is printed, the stage is recorded before a signal is looked at.
+    lines.wait_for("ray_repro: quick: done")
+    sleeper = int(lines.wait_for("[slow] slow pid ").split()[-1])  # the command runs
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
     else:  # a terminal's ^C reaches the whole foreground process group
         os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
+    assert proc.wait(timeout=120) == 130, lines.rest()
     with pytest.raises(ProcessLookupError):
         os.kill(sleeper, 0)
     assert set(status(repo)) == {"slow"}  # quick is committed, the half-written stage is not
-    deadline = time.monotonic() + 30
-    while ray_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not ray_processes(marker), "Ray processes left behind"
+    _, alive = psutil.wait_procs(ray_processes(marker), timeout=30)
+    assert not alive, f"Ray processes left behind: {alive}"
     shutil.rmtree(marker)
 
 

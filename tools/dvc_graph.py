@@ -7,7 +7,7 @@ tested with (DVC_TESTED): on another, tools/ray_repro.py runs plain `dvc repro` 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -23,22 +23,24 @@ def dvc_mismatch() -> str | None:
 
 
 def stage_name(repo: Any, stage: Any) -> str:
-    """`name` for the root dvc.yaml's stages, `path/dvc.yaml:name` for others (root-relative,
-    unlike Stage.addressing, which is relative to the working directory)."""
+    """`name` for the root dvc.yaml's stages, `path/dvc.yaml:name` for others, the .dvc file
+    for a data source's (root-relative, unlike Stage.addressing: relative to the cwd)."""
     path = os.path.relpath(stage.path, repo.root_dir)
-    return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
+    name = getattr(stage, "name", None)  # a .dvc file's stage has none
+    return path if name is None else name if path == "dvc.yaml" else f"{path}:{name}"
 
 
 def plan(repo: Any, targets: Iterable[str] = ()) -> dict[str, tuple[Any, set[str]]]:
-    """{stage name: (stage, names of the stages it depends on)}, in DVC's topological order."""
-    import networkx as nx
+    """{stage name: (stage, names of the stages it waits for)} of `dvc repro [TARGET...]`, in
+    its order: DVC's own collection of the targets (none: ./dvc.yaml), graph (a frozen stage
+    cut off from its upstream: get_active_graph) and plan (plan_repro)."""
+    from dvc.dvcfile import PROJECT_FILE
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
-    graph = repo.index.graph  # edges point from a stage to the stages it depends on
-    stages = [s for t in targets for s in repo.stage.collect(t, with_deps=True)] or list(graph)
-    wanted = set(stages)
-    order = [s for s in reversed(list(nx.topological_sort(graph))) if s in wanted]
+    graph = get_active_graph(repo.index.graph)  # edges from a stage to those it depends on
+    steps = plan_repro(graph, collect_stages(repo, list(targets) or [PROJECT_FILE]))
     return {
-        stage_name(repo, s): (s, {stage_name(repo, d) for d in graph.successors(s)}) for s in order
+        stage_name(repo, s): (s, {stage_name(repo, d) for d in graph.successors(s)}) for s in steps
     }
 
 
@@ -52,10 +54,19 @@ def descendants(needs: dict[str, set[str]], name: str) -> set[str]:
 
 
 def prepare_stage(repo: Any, stage: Any) -> str:
-    """As `dvc repro` does before running a command: 'up to date', 'restored' or 'run'."""
+    """`dvc repro`'s steps for a stage before its command (Stage.reproduce, Stage.run):
+    'up to date'; 'verified' (frozen, or no command: DVC checked and recorded its outputs,
+    which are then written like a finished stage's); 'restored' (from the run-cache: to
+    record); 'run' (outputs removed: run the command, then record). Raises DVC's errors."""
+    from dvc.log import logger
     from dvc.stage.cache import RunCacheNotFoundError
 
-    if stage.frozen or not stage.cmd or not stage.changed():
+    if stage.frozen or not stage.cmd:  # DVC's own steps: nothing of them runs a command
+        if stage.frozen and not stage.is_import:  # as dvc/repo/reproduce.py warns
+            msg = "%s is frozen. Its dependencies are not going to be reproduced."
+            logger.warning(msg, stage)
+        return "verified" if stage.reproduce() else "up to date"
+    if not stage.changed():
         return "up to date"
     stage.remove_outs(ignore_remove=False, force=False)
     try:
@@ -64,6 +75,13 @@ def prepare_stage(repo: Any, stage: Any) -> str:
     except RunCacheNotFoundError:
         stage.save_deps()
         return "run"
+
+
+def commands(stage: Any) -> list[str]:
+    """The stage's commands, run in order as DVC runs them (a string: one per line)."""
+    from dvc.stage.run import _enforce_cmd_list
+
+    return _enforce_cmd_list(stage.cmd)
 
 
 def record(stage: Any) -> None:
@@ -76,13 +94,41 @@ def record(stage: Any) -> None:
     stage.commit()
 
 
-def write_lock(stages: list[Any]) -> None:
-    """Recorded stages into their dvc.lock: one write per file (DVC rewrites it whole)."""
-    by_file: dict[Any, list[Any]] = {}
+def write_lock(stages: list[Any], order: Sequence[Any], added: set[Any]) -> None:
+    """Write recorded stages to their dvc.lock (a data source to its .dvc file), as `dvc
+    repro` leaves it. DVC (Lockfile.dump_stages) rewrites a stage's entry in place and appends
+    a new one; `dvc repro` appends in its plan's `order`, this runner as stages finish, so
+    the entries this run added (`added`, kept by the caller across writes) are put back in
+    that order. Each write is DVC's: the whole file, by its own YAML emitter."""
+    from dvc.dvcfile import ProjectFile, logger
+    from dvc.stage.serialize import to_lockfile
+    from dvc.utils import relpath
+    from dvc.utils.serialize import modify_yaml
+
+    by_lock: dict[str, list[Any]] = {}
     for stage in stages:
-        by_file.setdefault(stage.dvcfile, []).append(stage)
-    for dvcfile, group in by_file.items():
-        dvcfile.dump_stages(group, update_pipeline=False)
+        if isinstance(stage.dvcfile, ProjectFile):
+            by_lock.setdefault(stage.dvcfile._lockfile.path, []).append(stage)
+        else:  # a .dvc file holds its one stage
+            stage.dump(update_pipeline=False)
+    for path, group in by_lock.items():
+        with modify_yaml(path, fs=group[0].repo.fs) as data:
+            if not data:
+                data["schema"] = "2.0"
+                logger.info("Generating lock file '%s'", relpath(path))
+            entries = data.setdefault("stages", {})
+            modified = False
+            for stage in group:
+                if stage.name not in entries:
+                    added.add(stage)
+                entry = to_lockfile(stage)[stage.name]
+                modified |= entries.get(stage.name, {}) != entry
+                entries[stage.name] = entry
+            for stage in order:  # moved to the end, in order, after the entries from before
+                if stage in added and stage.dvcfile._lockfile.path == path:
+                    entries[stage.name] = entries.pop(stage.name)
+        if modified:
+            logger.info("Updating lock file '%s'", relpath(path))
 
 
 def stage_env(repo: Any, stage: Any) -> dict[str, str]:
