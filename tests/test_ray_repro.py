@@ -53,8 +53,8 @@ def test_descendants_are_transitive():
 
 
 def test_background_gives_its_result_or_its_error():
-    # The runner creates the MLflow store and writes the last lock this way: their result
-    # and their errors must reach the caller, and the call must have ended by then.
+    # The runner creates the MLflow store this way (while Ray starts): its result and its
+    # errors must reach the caller, and the call must have ended by then.
     ended = []
     assert background(lambda: ended.append(1) or "done").result() == "done"
     assert ended == [1]
@@ -87,8 +87,8 @@ def test_another_dvc_version_runs_plain_dvc_repro(tmp_path, monkeypatch, capsys)
     assert status(root, "b") == {}
 
 
-# A Ray worker's stage() in a process with another thread running, as in a Ray worker: a
-# dynamic-loader lookup between fork and exec (in preexec_fn) fails the command.
+# stage() in a process with another thread running, as in a Ray worker: a dynamic-loader
+# lookup between fork and exec (in preexec_fn) fails the command.
 TASK = """
 import ctypes, os, threading
 real, parent = ctypes.CDLL, os.getpid()

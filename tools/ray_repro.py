@@ -61,8 +61,7 @@ def start_ray(settings: dict[str, Any]) -> bool:
 
 
 def background(function: Any, *args: Any) -> Future:
-    """function(*args) in a thread of its own; .result() waits for it and raises its error.
-    Python joins the thread at exit, so a started lock write is never cut short."""
+    """function(*args) in a thread of its own; .result() waits for it and raises its error."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=function.__name__)
     future = pool.submit(function, *args)
     pool.shutdown(wait=False)  # the thread ends with the call
