@@ -233,6 +233,7 @@ def test_tiny_study_on_two_node_cluster_matches_sequential_repro(tmp_path, mirro
     )
     try:
         worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        node_ids = {node.node_id[:8] for node in (cluster.head_node, worker)}
         env = pipeline_env(RAY_ADDRESS=cluster.address, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         proc = subprocess.run(
             [sys.executable, "-m", "tools.ray_repro", *targets], cwd=repos["parallel"], env=env,
@@ -248,4 +249,4 @@ def test_tiny_study_on_two_node_cluster_matches_sequential_repro(tmp_path, mirro
         assert (repo / path).read_bytes() == (repos["sequential"] / path).read_bytes(), name
     done = [line for line in proc.stdout.splitlines() if " on node " in line]
     nodes = {line.rsplit(" ", 1)[1] for line in done}
-    assert nodes == {node.node_id[:8] for node in (cluster.head_node, worker)}, done
+    assert nodes == node_ids, done
