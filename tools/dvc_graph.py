@@ -11,7 +11,10 @@ from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from typing import Any
 
-DVC_TESTED = "3.67.1"  # Stage.changed, remove_outs, save, commit, stage_cache, dump_stages...
+# The DVC these internals were tested with: dvc.repo.reproduce's planning, Stage.reproduce,
+# changed, remove_outs, save_deps, save, commit and dump, stage_cache.restore, the stage-run
+# command split, the lock file's path, serialization and modify_yaml.
+DVC_TESTED = "3.67.1"
 
 
 def dvc_mismatch() -> str | None:
