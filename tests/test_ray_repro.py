@@ -43,6 +43,8 @@ def test_plan_follows_dvc_graph(tmp_path, monkeypatch):
     assert order.index("a") < order.index("b") < order.index("d")
     # A target (relative to the working directory, as for dvc) and what it depends on.
     assert set(plan(repo, [f"{root}/dvc.yaml:b"])) == {"a", "b"}
+    code, _, err = run_runner(root, "nosuch")
+    assert code == 1 and err.strip() == "error: Stage 'nosuch' not found inside 'dvc.yaml' file"
 
 
 def test_descendants_are_transitive():

@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem:  # DVC's internals may differ: DVC itself gives the same result, one at a time
         print(f"ray_repro: {problem}; running `dvc repro` instead", file=sys.stderr, flush=True)
         os.execv(sys.executable, [sys.executable, "-m", "dvc", "repro", *args.targets])
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo, lock_repo
 
     from stages.params import load_params, require, run_stage
@@ -280,7 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.
         with lock_repo(repo):
-            stages = plan(repo, args.targets)
+            try:
+                stages = plan(repo, args.targets)
+            except DvcException as err:  # e.g. an unknown target: one line, as from `dvc repro`
+                sys.exit(f"error: {err}")
             code = drive(repo, stages, settings, create_store)
         if code:
             sys.exit(code)
