@@ -10,8 +10,8 @@ seed_study): fetch (untimed), then `dvc repro` (pipeline), again
 under the parallel runner (parallel: tools/ray_repro.py, what `make repro` runs; its
 metrics must be byte-identical), then the same variants in one untracked process with the
 pipeline's training settings (bare) and the notebook's way (notebook), DVC's own floor for
-the same graph (bench/floor.py: trivial commands), and DVC's bookkeeping on generated
-graphs (bench/bookkeeping.py). Prints each wall time and peak RSS, and a last `bench:` line.
+the same graph (bench/floor.py: trivial commands). Prints each wall time and peak RSS, and a
+last `bench:` line.
 
 Stage processes are forks of a warm server (tools/prefork.py) in a private runtime
 directory: `pipeline` starts with no server and pays for starting it; `onechange` finds it
@@ -181,11 +181,6 @@ def main() -> None:
             for line in out.splitlines():
                 print(f"  {line}")
 
-    # The study's graph (4 stages per variant) and the graph issue 13 timed (2 per variant).
-    bookkeeping = [sys.executable, "-m", "bench.bookkeeping", "--shape", "study", "issue"]
-    if args.quick:
-        bookkeeping += ["--runner", "18"]
-    subprocess.run(bookkeeping, cwd=REPO_ROOT, env=env, check=True)
     ratio_nb = figures["pipeline_s"] / figures["notebook_s"]
     ratio_bare = figures["pipeline_s"] / figures["bare_s"]
     ratio_parallel = figures["parallel_s"] / figures["bare_s"]

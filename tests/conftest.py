@@ -268,6 +268,8 @@ if mode == "fail":
     raise RuntimeError("boom")
 if mode == "interrupt":
     raise KeyboardInterrupt
+if mode == "kill":
+    os.kill(os.getpid(), 9)
 if mode == "cleanup":
     import atexit, threading
     atexit.register(lambda: Path("atexit-ran").write_text("yes"))
@@ -282,7 +284,7 @@ def probe_repo(tmp_path: Path, version: int = 1, **runner) -> Path:
     """A directory with params.yaml (runner section), probe.py and a link to tools/."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runner": {**RUNNER, **runner}}))
     (tmp_path / "probe.py").write_text(f"VERSION = {version}\n{PROBE}")
-    for package in ("tools", "stages"):
+    for package in ("tools", "stages", "study"):
         if not (tmp_path / package).exists():
             (tmp_path / package).symlink_to(REPO_ROOT / package)
     return tmp_path

@@ -26,13 +26,9 @@ import threading
 import traceback
 from typing import Any
 
-FIRST_PARTY = (
-    "stages",
-    "study",
-    "tools",
-    "bench",
-    "tests",
-)  # this repository: each stage imports it afresh
+# This repository's packages: each stage imports them afresh.
+FIRST_PARTY = ("stages", "study", "tools", "bench", "tests")
+UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 RLIMITS = [n for n in dir(resource) if n.startswith("RLIMIT_") and n != "RLIMIT_OFILE"]  # alias
 
 
@@ -111,7 +107,10 @@ def run_and_shut_down(module: str) -> int:
 
 
 def exit_like(code: int) -> None:
-    """For a negative code (death by signal -code), die by that signal, as the stage did."""
+    """For a negative code (death by signal -code), die by that signal, as the stage did: the
+    parent then sees death by it (a shell's status 128 + N). Returns if the signal did not
+    kill (one whose default action is to ignore or stop, which no stage dies of)."""
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in UNCATCHABLE:  # these have no handler to reset: signal() fails (EINVAL)
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)

@@ -216,7 +216,7 @@ def main() -> None:
             code = None if conn is None else run_forked(conn, module, args)
             if code is not None:
                 exit_like(code)
-                sys.exit(code)
+                sys.exit(128 - code if code < 0 else code)  # as a shell reports death by -code
             if conn is None:
                 break
     sys.argv = [module, *args]

@@ -1,17 +1,19 @@
-"""`dvc repro` with the graph's independent stages in parallel, as Ray tasks, and one commit.
+"""`dvc repro` with the graph's independent stages in parallel, as Ray tasks.
 
   python -m tools.ray_repro [TARGET ...]   # `make repro` runs it; targets as for `dvc repro`
 
-DVC runs one stage at a time (treeverse/dvc#755) and rewrites dvc.lock after each stage. This
-takes from DVC itself the graph, each stage's command and what is stale (the same checks and
-steps as `dvc repro`: up to date -> skipped; restorable from the run-cache -> checked out, not
-rerun; else outputs removed and the command run), runs every ready command as a Ray task, and
-records each finished stage with DVC's own save + commit as it finishes (which also fills the
-run-cache), writing dvc.lock once per batch. Ray: a local instance on this machine's cores by
-default, the cluster at RAY_ADDRESS when set (the repository at the same path on every node).
-A failed stage stops only what depends on it; Ctrl-C or SIGTERM stops every running stage and
-commits only the stages that finished. Settings: params.yaml `runner.parallel` (they change
-no result).
+DVC runs one stage at a time (treeverse/dvc#755). This takes from DVC itself the plan (targets,
+frozen stages), each stage's commands and what is stale (the same checks and steps as `dvc
+repro`: up to date -> skipped; frozen or without a command -> outputs verified, not run;
+restorable from the run-cache -> checked out, not rerun; else outputs removed and the
+commands run), runs every ready command as a Ray task, and records each finished stage with
+DVC's own save + commit as it finishes (which also fills the run-cache), then writes it to
+dvc.lock, as `dvc repro` leaves it. Ray: a local instance on this machine's cores by default,
+the cluster at RAY_ADDRESS when set (the repository at the same path on every node). A stage
+that fails (its command, or DVC's checks or recording of it) stops only what depends on it;
+Ctrl-C or SIGTERM stops every running stage; the stages that finished are in dvc.lock either
+way. Settings: params.yaml `runner.parallel` (they change no result). With another DVC than
+tools/dvc_graph.py was tested with, this runs plain `dvc repro` instead.
 """
 
 from __future__ import annotations
@@ -20,22 +22,19 @@ import argparse
 import os
 import signal
 import sys
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from tools.dvc_graph import (
+    commands,
     descendants,
-    file_hashes_memoized,
-    params_parsed_once,
+    dvc_mismatch,
     plan,
     prepare_stage,
     record,
     stage_env,
-    state_links_kept_open,
     write_lock,
-    yaml_in_c,
 )
 from tools.schedule import load_seconds, priorities, save_seconds
 
@@ -62,8 +61,7 @@ def start_ray(settings: dict[str, Any]) -> bool:
 
 
 def background(function: Any, *args: Any) -> Future:
-    """function(*args) in a thread of its own; .result() waits for it and raises its error.
-    Python joins the thread at exit, so a started lock write is never cut short."""
+    """function(*args) in a thread of its own; .result() waits for it and raises its error."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=function.__name__)
     future = pool.submit(function, *args)
     pool.shutdown(wait=False)  # the thread ends with the call
@@ -88,22 +86,24 @@ def drive(
     settings: dict[str, Any],
     before_first_run: Any = None,
 ) -> int:
-    """Run the plan; commit what finished; return the exit code (0, 1 failed, 130 stopped).
+    """Run the plan; return the exit code (0, 1 failed, 130 stopped). Each recorded stage is
+    written to dvc.lock at once, so a killed runner loses only the stages still running.
 
     before_first_run() is called once, before the first command starts (not at all on a no-op).
     """
 
     needs = {name: set(deps) for name, (_, deps) in stages.items()}
+    order = [stage for stage, _ in stages.values()]  # DVC's plan: that of dvc.lock's new entries
     root = Path(repo.root_dir)
     priority = priorities(needs, load_seconds(root))  # tools/schedule.py: longest path first
     took: dict[str, float] = {}  # this run's stage times, stored at the end for the next
     waiting = dict(needs)
     ready = [n for n, deps in needs.items() if not deps]
     running: dict[Any, str] = {}
-    finished: list[Any] = []  # recorded (record()) as they finish; not yet in dvc.lock
-    failed: dict[str, str] = {}
+    unwritten: list[Any] = []  # recorded, not yet in dvc.lock
+    added: set[Any] = set()  # stages this run added to a dvc.lock (tools/dvc_graph.write_lock)
+    failed: dict[str, str] = {}  # stage -> why
     skipped: set[str] = set()
-    last_commit = time.monotonic()
     cpus, stop_s = settings["stage_cpus"], settings["stop_timeout_s"]
     runnable: list[str] = []  # stale stages waiting for CPUs
     occupied: dict[Any, float] = {}  # running stage -> the CPUs it occupies
@@ -114,13 +114,25 @@ def drive(
     def by_priority(names: list[str]) -> None:
         names.sort(key=lambda n: -priority[n])  # stable: else DVC's order
 
-    def done(name: str) -> None:
+    def done(name: str, recorded: bool) -> None:
+        if recorded:
+            unwritten.append(stages[name][0])
+            write_lock(unwritten, order, added)
+            unwritten.clear()
         for other, deps in waiting.items():
             if name in deps:
                 deps.discard(name)
                 if not deps and other not in skipped:
                     ready.append(other)
         by_priority(ready)
+
+    def fail(name: str, why: str) -> None:
+        failed[name] = why
+        lost = descendants(needs, name)
+        skipped.update(lost)
+        print(f"ray_repro: {name} failed ({why})", file=sys.stderr, flush=True)
+        if lost:
+            print(f"ray_repro: not run: {', '.join(sorted(lost))}", file=sys.stderr, flush=True)
 
     def start_ray_once() -> None:
         nonlocal ray, ray_started, capacity
@@ -153,12 +165,11 @@ def drive(
                 return
             runnable.pop(0)
             stage = stages[name][0]
-            cmds = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
             log = str(root / LOG_DIR / f"{name}.log")
             ray_cpus = 0 if name in settings["ray_driver_stages"] else need
             ref = run_command.options(
                 num_cpus=ray_cpus, max_retries=settings["max_retries"]
-            ).remote(name, cmds, str(stage.wdir), stage_env(repo, stage), log, stop_s)
+            ).remote(name, commands(stage), str(stage.wdir), stage_env(repo, stage), log, stop_s)
             running[ref], occupied[ref] = name, need
             print(f"ray_repro: {name}: started", flush=True)
 
@@ -167,16 +178,19 @@ def drive(
         while ready or runnable or running:
             if ready:  # DVC's checks, one stage between polls: free CPUs are refilled at once
                 name = ready.pop(0)
-                action = prepare_stage(repo, stages[name][0])
+                try:
+                    action = prepare_stage(repo, stages[name][0])
+                    if action == "restored":
+                        record(stages[name][0])
+                except Exception as err:  # this stage's, e.g. a missing dependency
+                    fail(name, f"{type(err).__name__}: {err}")
+                    continue
                 print(f"ray_repro: {name}: {action}", flush=True)
                 if action == "run":
                     runnable.append(name)
                     by_priority(runnable)
                 else:
-                    if action == "restored":
-                        record(stages[name][0])
-                    finished.append(stages[name][0])
-                    done(name)
+                    done(name, recorded=action != "up to date")
             if runnable and ray_started is None:
                 start_ray_once()
             start_what_fits()
@@ -198,25 +212,18 @@ def drive(
                 code, log = result["code"], result["log"]
             except (ray.exceptions.RayError, OSError) as err:  # task or node lost for good
                 code, log = 1, f"{type(err).__name__}: {err}"
-            if code == 0:
-                print(f"ray_repro: {name}: done in {result['seconds']:.1f}s", flush=True)
-                took[name] = result["seconds"]
+            if code:
+                fail(name, f"exit {code}; log: {log}")
+                continue
+            took_s, node = result["seconds"], result["node"][:8]
+            print(f"ray_repro: {name}: done in {took_s:.1f}s on node {node}", flush=True)
+            took[name] = took_s
+            try:
                 record(stages[name][0])
-                finished.append(stages[name][0])
-                done(name)
-            else:
-                failed[name] = log
-                lost = descendants(needs, name)
-                skipped |= lost
-                print(f"ray_repro: {name} failed (exit {code}); log: {log}", file=sys.stderr)
-                if lost:
-                    print(f"ray_repro: not run: {', '.join(sorted(lost))}", file=sys.stderr)
-            if finished:  # each finished stage into dvc.lock at once (runner-fixes reworks this)
-                write_lock(finished)
-                finished, last_commit = [], time.monotonic()
-        # Every stage is done: the last lock write overlaps Ray's shutdown (a wait for its
-        # processes to exit), and is complete before this returns.
-        final_write = background(write_lock, finished)
+            except Exception as err:  # this stage's, e.g. an output its command did not write
+                fail(name, f"{type(err).__name__}: {err}")
+                continue
+            done(name, recorded=True)
     except (KeyboardInterrupt, Interrupted) as why:
         print(f"ray_repro: {why or 'interrupted'}: stopping {len(running)} stage(s)", flush=True)
         if running:
@@ -224,24 +231,29 @@ def drive(
                 ray.cancel(ref)  # KeyboardInterrupt in the task: it stops its command
             timeout = settings["stop_timeout_s"] * 2 + 5
             ray.wait(list(running), num_returns=len(running), timeout=timeout)
-        write_lock(finished)
         return 130
     finally:
-        if ray_started:
-            ray.shutdown()
-        save_seconds(root, took)
-    final_write.result()
-    if failed:
-        for name, log in failed.items():
-            print(f"ray_repro: failed: {name} (log: {log})", file=sys.stderr)
-        return 1
-    return 0
+        try:
+            if unwritten:  # recorded, but its write was cut short: whatever happened, again
+                write_lock(unwritten, order, added)
+        finally:
+            if ray_started:
+                ray.shutdown()
+            save_seconds(root, took)
+    for name, why in failed.items():
+        print(f"ray_repro: failed: {name} ({why})", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("targets", nargs="*", help="stages (and what they depend on) to run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    problem = dvc_mismatch()
+    if problem:  # DVC's internals may differ: DVC itself gives the same result, one at a time
+        print(f"ray_repro: {problem}; running `dvc repro` instead", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable, "-m", "dvc", "repro", *args.targets])
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo, lock_repo
 
     from study.config.cli import run_stage
@@ -267,14 +279,11 @@ def main() -> None:
 
         # Held for the whole run (DVC's repo lock): no other dvc command changes the graph,
         # the lock file or the outputs meanwhile.
-        with (
-            lock_repo(repo),
-            params_parsed_once(),
-            file_hashes_memoized(),
-            yaml_in_c(),
-            state_links_kept_open(),
-        ):
-            stages = plan(repo, args.targets)
+        with lock_repo(repo):
+            try:
+                stages = plan(repo, args.targets)
+            except DvcException as err:  # e.g. an unknown target: one line, as from `dvc repro`
+                sys.exit(f"error: {err}")
             code = drive(repo, stages, settings, create_store)
         if code:
             sys.exit(code)

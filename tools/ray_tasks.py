@@ -25,11 +25,6 @@ PR_SET_PDEATHSIG = 1
 POLL_S = 0.1
 
 
-def _die_with_parent() -> None:
-    """In the command's process: SIGTERM it if the Ray worker that started it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
     """SIGTERM the command's process group (prefork relays it to the stage), then SIGKILL."""
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, timeout_s)):
@@ -71,9 +66,17 @@ def stage(
 ) -> dict[str, Any]:
     """Run the commands in order (as DVC does: stop at the first failure), output to the log
     and, line by line and prefixed with the stage name, to Ray's log stream (the driver)."""
-    node = ray.get_runtime_context().get_node_id()
-    # The stage records where it ran (stages/tracking.py tags its MLflow runs with it).
-    env = {**env, "RAY_NODE_ID": node}
+    # Looked up here, not between fork and exec: in a process with threads (a Ray worker) the
+    # child may then only call what is resolved already, not the dynamic loader (its locks
+    # may have been held by another thread at fork).
+    prctl, worker = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def die_with_worker() -> None:
+        """In the command's process: SIGTERM it when the Ray worker that started it dies."""
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != worker:  # the worker died before prctl
+            os._exit(1)
+
     shell = env.get("SHELL") or "/bin/sh"
     start, code = time.monotonic(), 0
     Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,7 @@ def stage(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own group: stopped as a whole, not by a tty ^C
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_worker,
             )
             # Output is copied by a thread, so this one stays in Python code, where Ray's
             # cancel (a KeyboardInterrupt) can reach it.
@@ -106,8 +109,13 @@ def stage(
                 copier.join(stop_timeout_s)
             if code:
                 break
-    return {"code": code, "node": node, "seconds": time.monotonic() - start, "log": log}
+    return {"code": code, "seconds": time.monotonic() - start, "log": log}
 
 
-run_command = ray.remote(stage)
+def task(*args: Any) -> dict[str, Any]:
+    """stage() as a Ray task, and the node Ray ran it on."""
+    return {**stage(*args), "node": ray.get_runtime_context().get_node_id()}
+
+
+run_command = ray.remote(task)
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import RUNNER, gone, probe_repo, run, server_logs, start_sleeper
 
-from stages.params import ConfigError
+from study.config.errors import ConfigError
 from tools.prefork import runner_settings
 
 
@@ -62,6 +64,20 @@ def test_exit_runs_atexit_handlers_and_joins_threads(tmp_path):
 def test_uncaught_ctrl_c_is_death_by_sigint(tmp_path):
     code, _, err, _ = run(probe_repo(tmp_path), "interrupt")
     assert code == -signal.SIGINT and "KeyboardInterrupt" in err
+
+
+def test_a_stage_killed_by_sigkill_is_the_callers_death_by_sigkill(tmp_path):
+    repo = probe_repo(tmp_path)
+    code, seen, err, client_pid = run(repo, "kill")
+    assert seen["pid"] != client_pid  # the forked stage died, and so did its caller:
+    assert code == -signal.SIGKILL, err
+    assert "Error" not in err  # no handler to install for SIGKILL
+    # What a shell sees, as of a stage process killed by SIGKILL: 128 + 9.
+    shell = subprocess.run(
+        ["sh", "-c", f"{sys.executable} -m tools.prefork probe kill; echo status $?"],
+        cwd=repo, input="x\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shell.stdout.splitlines()[-1] == "status 137", shell.stdout + shell.stderr
 
 
 def test_signals_reach_the_child_and_its_death_is_the_callers(tmp_path):

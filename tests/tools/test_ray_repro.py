@@ -1,4 +1,4 @@
-"""tools/ray_repro.py: the DVC graph's stale stages as Ray tasks, one batched commit.
+"""tools/ray_repro.py: the DVC graph's stale stages as Ray tasks, each written to dvc.lock.
 
 Most tests use a small DVC project with shell commands (no TensorFlow); the last one runs the
 tiny study on a two-node Ray cluster on 127.0.0.1 and compares it with a sequential repro.
@@ -6,80 +6,34 @@ tiny study on a two-node Ray cluster on 127.0.0.1 and compares it with a sequent
 
 from __future__ import annotations
 
-import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
-from conftest import dvc, sh, tiny_params
+from conftest import dvc, study_copy
+from dvc_projects import GRAPH, RUNNER, Lines, project, run_runner, runner, stage, status
 from processes import ray_processes
 
-from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
-from stages.params import REPO_ROOT, load_params
-from tools.dvc_graph import descendants, plan, state_links_kept_open
+from bench.workspace import pipeline_env
+from study.config.paths import REPO_ROOT
+from tools.dvc_graph import descendants, plan
 from tools.ray_repro import background
 from tools.schedule import load_seconds, save_seconds
 
-RUNNER = load_params()["runner"]
 
-
-def project(tmp_path: Path, stages: dict) -> Path:
-    """A git + DVC repository with these dvc.yaml stages and params.yaml's runner section."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    sh(repo, "git", "init", "-q")
-    dvc(repo, "init", "-q")
-    (repo / "params.yaml").write_text(yaml.safe_dump({"runner": RUNNER}))
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    for package in ("tools", "stages"):
-        (repo / package).symlink_to(REPO_ROOT / package)
-    commit(repo, "project")
-    return repo
-
-
-def stage(cmd: str, outs: list[str], deps: list[str] = ()) -> dict:
-    return {"cmd": cmd, "outs": outs, **({"deps": list(deps)} if deps else {})}
-
-
-GRAPH = {
-    "a": stage("echo a > a.txt", ["a.txt"]),
-    "b": stage("cat a.txt > b.txt", ["b.txt"], ["a.txt"]),
-    "c": stage("echo c > c.txt", ["c.txt"]),
-    "d": stage("cat c.txt b.txt > d.txt", ["d.txt"], ["c.txt", "b.txt"]),
-    "e": stage("echo e > e.txt", ["e.txt"]),
-}
-
-
-def runner(repo: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tools.ray_repro", *args]
-    return subprocess.Popen(
-        cmd, cwd=repo, env=env or pipeline_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, **popen,
-    )  # fmt: skip
-
-
-def run_runner(repo: Path, *args: str) -> tuple[int, str, str]:
-    proc = runner(repo, *args)
-    out, err = proc.communicate(timeout=300)
-    return proc.returncode, out, err
-
-
-def status(repo: Path, *targets: str) -> dict:
-    out = sh(repo, dvc_bin(), "status", "--json", "--with-deps", *targets)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def test_plan_follows_dvc_graph(tmp_path):
+def test_plan_follows_dvc_graph(tmp_path, monkeypatch):
     from dvc.repo import Repo
 
     root = project(tmp_path, GRAPH)
+    monkeypatch.chdir(root)  # no target: ./dvc.yaml, as for `dvc repro`
     repo = Repo(str(root))
     stages = plan(repo)
     assert {name: deps for name, (_, deps) in stages.items()} == {
@@ -89,6 +43,8 @@ def test_plan_follows_dvc_graph(tmp_path):
     assert order.index("a") < order.index("b") < order.index("d")
     # A target (relative to the working directory, as for dvc) and what it depends on.
     assert set(plan(repo, [f"{root}/dvc.yaml:b"])) == {"a", "b"}
+    code, _, err = run_runner(root, "nosuch")
+    assert code == 1 and err.strip() == "error: Stage 'nosuch' not found inside 'dvc.yaml' file"
 
 
 def test_descendants_are_transitive():
@@ -99,8 +55,8 @@ def test_descendants_are_transitive():
 
 
 def test_background_gives_its_result_or_its_error():
-    # The runner creates the MLflow store and writes the last lock this way: their result
-    # and their errors must reach the caller, and the call must have ended by then.
+    # The runner creates the MLflow store this way (while Ray starts): its result and its
+    # errors must reach the caller, and the call must have ended by then.
     ended = []
     assert background(lambda: ended.append(1) or "done").result() == "done"
     assert ended == [1]
@@ -108,24 +64,63 @@ def test_background_gives_its_result_or_its_error():
         background(int, "x").result()
 
 
-def test_state_link_rows_are_dvcs_own_and_persist(tmp_path):
-    from dvc.repo import Repo
-    from dvc_data.hashfile.state import State
+def test_another_dvc_version_runs_plain_dvc_repro(tmp_path, monkeypatch, capsys):
+    import tools.dvc_graph
+    from tools.ray_repro import main
+
+    class Exec(Exception):
+        pass
+
+    def execv(path: str, argv: list[str]) -> None:
+        raise Exec(path, argv)
 
     root = project(tmp_path, GRAPH)
-    original = State.set_link
-    repo = Repo(str(root))
-    repo.state.set_link(str(root / "a.txt"), 1, "10")  # DVC's own write
-    with state_links_kept_open():
-        repo.state.set_link(str(root / "b.txt"), 2, "20")
-        repo.state.set_link(str(root / "b.txt"), 3, "30")  # again, on the open connection
-    assert State.set_link is original
-    repo.close()
-    links = Repo(str(root)).state.links  # read back by a new repo, from disk
-    assert (links["a.txt"], links["b.txt"]) == ((1, "10"), (3, "30"))
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(tools.dvc_graph, "DVC_TESTED", "0.0.1")
+    monkeypatch.setattr(os, "execv", execv)
+    with pytest.raises(Exec) as exec_:
+        main(["b"])
+    path, argv = exec_.value.args
+    assert path == sys.executable and argv == [sys.executable, "-m", "dvc", "repro", "b"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tested with DVC 0.0.1; running `dvc repro` instead" in err
+    subprocess.run(argv, cwd=root, env=pipeline_env(), capture_output=True, check=True)
+    assert (root / "b.txt").read_text() == "a\n" and not (root / "c.txt").exists()
+    assert status(root, "b") == {}
 
 
-def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):
+# stage() in a process with another thread running, as in a Ray worker: a dynamic-loader
+# lookup between fork and exec (in preexec_fn) fails the command.
+TASK = """
+import ctypes, os, threading
+real, parent = ctypes.CDLL, os.getpid()
+def cdll(*args, **kwargs):
+    assert os.getpid() == parent, "ctypes.CDLL between fork and exec"
+    return real(*args, **kwargs)
+ctypes.CDLL = cdll
+from tools.ray_tasks import stage
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+stage("probe", ["echo $$; exec sleep 120"], os.getcwd(), dict(os.environ), "probe.log", 5)
+"""
+
+
+def test_a_command_dies_with_its_worker_and_nothing_is_looked_up_after_fork(tmp_path):
+    env = pipeline_env(PYTHONPATH=str(REPO_ROOT))
+    worker = subprocess.Popen(
+        [sys.executable, "-c", TASK], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = worker.stdout.readline()  # the command's first line: it runs
+    assert line.startswith("[probe] "), line + worker.communicate(timeout=60)[1]
+    pidfd = os.pidfd_open(int(line.split()[1]))
+    worker.kill()
+    worker.communicate(timeout=60)
+    # PR_SET_PDEATHSIG: the command gets SIGTERM when its worker dies (readable: it exited).
+    assert select.select([pidfd], [], [], 30)[0], "the command outlived its worker"
+    os.close(pidfd)
+
+
+def test_runs_the_graph_writes_each_stage_and_fills_run_cache(tmp_path):
     # One stage at a time, each noting when it starts: the order is tools/schedule.py's.
     graph = {n: {**s, "cmd": f"echo {n} >> started.txt; {s['cmd']}"} for n, s in GRAPH.items()}
     repo = project(tmp_path, graph)
@@ -140,7 +135,13 @@ def test_runs_the_graph_commits_once_and_fills_run_cache(tmp_path):
     assert set(load_seconds(repo)) == set(GRAPH)  # this run's times for the next
     assert status(repo) == {}
     assert "Running stage" not in dvc(repo, "repro")  # DVC agrees: nothing to do
-    assert out.count("Updating lock file") <= 1 and "Updating lock file" in out + err
+    assert out.count("Updating lock file") == len(GRAPH)  # once per finished stage
+    # A no-op leaves dvc.lock alone, as `dvc repro` does (which rewrites it per stage run).
+    lock = repo / "dvc.lock"
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    code, out, err = run_runner(repo)
+    assert code == 0 and "started" not in out, out + err
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     # DVC's run-cache knows each result: with outputs gone, they are restored, not rerun.
     for name in ("a.txt", "b.txt"):
         (repo / name).unlink()
@@ -159,7 +160,7 @@ def test_failure_stops_only_what_depends_on_it(tmp_path):
     code, _, err = run_runner(repo)
     assert code == 1
     log = repo / ".dvc" / "tmp" / "ray_repro" / "c.log"
-    assert f"failed: c (log: {log})" in err
+    assert f"failed: c (exit 3; log: {log})" in err
     assert "broken" in log.read_text()
     assert "not run: d" in err and not (repo / "d.txt").exists()
     # Everything else finished and is recorded; only the failed stage and its dependent are not.
@@ -171,34 +172,30 @@ def test_failure_stops_only_what_depends_on_it(tmp_path):
 def test_signal_stops_every_stage_and_commits_only_finished(tmp_path, how):
     graph = {
         "quick": stage("echo q > q.txt", ["q.txt"]),
-        "slow": stage("echo partial > s.txt; echo $$ > slow.pid; exec sleep 120", ["s.txt"]),
+        "slow": stage("echo partial > s.txt; echo slow pid $$; exec sleep 120", ["s.txt"]),
     }
     repo = project(tmp_path, graph)
     marker = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's sockets need a short path
-    proc = runner(repo, env=pipeline_env(RAY_TMPDIR=marker), start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not ((repo / "slow.pid").exists() and (repo / "q.txt").exists()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    time.sleep(1)  # the quick stage's result reaches the driver
-    sleeper = int((repo / "slow.pid").read_text())
+    env = pipeline_env(RAY_TMPDIR=marker)
+    proc = runner(repo, env=env, stderr=subprocess.STDOUT, start_new_session=True)
+    lines = Lines(proc)
+    # Once "done" is printed, the stage is recorded before a signal is looked at.
+    lines.wait_for("ray_repro: quick: done")
+    sleeper = int(lines.wait_for("[slow] slow pid ").split()[-1])  # the command runs
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
     else:  # a terminal's ^C reaches the whole foreground process group
         os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
+    assert proc.wait(timeout=120) == 130, lines.rest()
     with pytest.raises(ProcessLookupError):
         os.kill(sleeper, 0)
     assert set(status(repo)) == {"slow"}  # quick is committed, the half-written stage is not
-    deadline = time.monotonic() + 30
-    while ray_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not ray_processes(marker), "Ray processes left behind"
+    _, alive = psutil.wait_procs(ray_processes(marker), timeout=30)
+    assert not alive, f"Ray processes left behind: {alive}"
     shutil.rmtree(marker)
 
 
-VARIANTS = ["thoracic_cce", "baseline", "dropout"]
+VARIANTS = ["thoracic_bce", "baseline", "dropout"]  # the tiny study's (tests/conftest.py)
 
 
 def test_bad_settings_fail_before_anything_runs(tmp_path):
@@ -211,48 +208,43 @@ def test_bad_settings_fail_before_anything_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_study_on_two_node_cluster_matches_sequential_repro(tmp_path, mirror, monkeypatch):
-    """Stages on both nodes (their MLflow runs say so), metrics byte-identical to `dvc repro`."""
-    import mlflow
+def test_tiny_study_on_two_node_cluster_matches_sequential_repro(
+    built_study, tmp_path, monkeypatch
+):
+    """The tiny study's variants rerun by the runner on a two-node cluster: stages on both
+    nodes (the runner names each stage's), metrics byte-identical to `dvc repro`'s."""
     import ray._private.ray_constants as ray_constants
     from ray.cluster_utils import Cluster
 
     # Every node's address on 127.0.0.1 (else Ray advertises this machine's outward address).
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
 
-    repos = {}
-    for name in ("parallel", "sequential"):
-        repo = copy_repo(tmp_path / name)
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        tiny = tiny_params(params, mirror, VARIANTS)
-        (repo / "params.yaml").write_text(yaml.safe_dump(tiny))
-        commit(repo, "tiny params")
-        repos[name] = repo
-    # The variants' stages (the search, tested in tests/test_search*.py, would add ~40 s).
+    repo = study_copy(built_study, tmp_path / "parallel")
+    # Every stage stale and none restorable: the runner runs them all on the cluster.
+    (repo / "dvc.lock").unlink()
+    shutil.rmtree(repo / ".dvc" / "cache" / "runs")
+    # The variants' stages (the search, tested in tests/search/, would add ~40 s).
     targets = [f"evaluate@{name}" for name in VARIANTS]
-    dvc(repos["sequential"], "repro", *targets)
 
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
     )
     try:
-        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        node_ids = {node.node_id[:8] for node in (cluster.head_node, worker)}
         env = pipeline_env(RAY_ADDRESS=cluster.address, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         proc = subprocess.run(
-            [sys.executable, "-m", "tools.ray_repro", *targets], cwd=repos["parallel"], env=env,
+            [sys.executable, "-m", "tools.ray_repro", *targets], cwd=repo, env=env,
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
     finally:
         cluster.shutdown()
-    repo = repos["parallel"]
     assert status(repo, *targets) == {}  # the targets and everything they depend on
     for name in VARIANTS:  # search.json also holds wall times
         path = Path("metrics") / f"{name}.json"
-        assert (repo / path).read_bytes() == (repos["sequential"] / path).read_bytes(), name
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(load_params()["mlflow"]["experiment"])
-    runs = client.search_runs([exp.experiment_id])
-    nodes = {r.data.tags.get("ray_node_id") for r in runs if r.info.run_name in VARIANTS}
-    assert None not in nodes and len(nodes) == 2, nodes
+        assert (repo / path).read_bytes() == (built_study / path).read_bytes(), name
+    done = [line for line in proc.stdout.splitlines() if " on node " in line]
+    nodes = {line.rsplit(" ", 1)[1] for line in done}
+    assert nodes == node_ids, done
