@@ -31,7 +31,10 @@ def main() -> None:
     variants = params.study_variants()  # the listed variants, then the searched one
     metrics = read_metrics(variants, REPO_ROOT / METRICS_DIR)
     crossval = read_crossval(variants, REPO_ROOT / METRICS_DIR)
-    frame = collect(metrics, crossval)
+    trained = {
+        v: json.loads((REPO_ROOT / MODELS_DIR / v / "train.json").read_text()) for v in variants
+    }
+    frame = collect(metrics, crossval, {v: t["train_time_s"] for v, t in trained.items()})
     chosen = champions.choose(metrics, crossval, list(params.variants), params.search.variant)
     names = {r["dataset"]: model_name(params.mlflow.experiment, r["dataset"]) for r in chosen}
     report = to_markdown(frame, references(crossval)) + "\n".join(
@@ -51,9 +54,8 @@ def main() -> None:
             mlflow.log_artifact(str(out / name))
     for row in chosen:  # the best checkpoint of each chosen variant
         name, variant = names[row["dataset"]], row["variant"]
-        summary = json.loads((REPO_ROOT / MODELS_DIR / variant / "train.json").read_text())
         tags = {"variant": variant, "checkpoint": "best"}
-        version = register(client, name, summary["model_ids"]["best"], row["alias"], tags)
+        version = register(client, name, trained[variant]["model_ids"]["best"], row["alias"], tags)
         print(f"compare: {name}@{row['alias']} = version {version} ({variant})")
     print(report)
 

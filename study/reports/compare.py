@@ -38,9 +38,12 @@ def read_metrics(variants: list[str], metrics_dir: Path) -> dict[str, dict[str, 
 
 
 def collect(
-    metrics: dict[str, dict[str, Any]], crossval: dict[str, dict[str, Any]]
+    metrics: dict[str, dict[str, Any]],
+    crossval: dict[str, dict[str, Any]],
+    seconds: dict[str, float],
 ) -> pd.DataFrame:
-    """One row per variant from its metrics and, if cross-validated, its crossval scores."""
+    """One row per variant from its metrics, its training's seconds and, if cross-validated,
+    its crossval scores."""
     rows = []
     for name, m in metrics.items():
         row: dict[str, Any] = {
@@ -54,7 +57,7 @@ def collect(
             "best_loss": "diverged" if m["best"].get("diverged") else m["best"]["loss"],
             "best_epoch": m["best_epoch"],
             "epochs_run": m["epochs_run"],
-            "train_time_s": m["train_time_s"],
+            "train_time_s": seconds[name],
         }
         for extra in ("penalty", "auc", "balanced_accuracy", *DIAGNOSTICS):
             if extra in m["last"]:

@@ -20,8 +20,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 
 import stages.compare
 import stages.crossval
-import stages.variants
 import stages.evaluate
+import stages.variants
 from study.config.params import load_params
 from study.config.paths import (
     METRICS_DIR,
@@ -174,7 +174,7 @@ def compare_table(report: str, section: str, dataset: str) -> dict[str, dict[str
 
 def test_compare_says_diverged_for_that_checkpoint(diverged):
     metrics = {**diverged["metrics"]}
-    frame = collect({"thoracic_bce": metrics}, {})
+    frame = collect({"thoracic_bce": metrics}, {}, {"thoracic_bce": 1.0})
     report = to_markdown(frame)
     row = compare_table(report, "# Last vs best", "thoracic")["thoracic_bce"]
     assert row["last_loss"] == "diverged"
@@ -217,7 +217,7 @@ def test_crossval_of_a_diverging_variant_is_reported_as_diverged():
         "epochs_run": 2,
         "train_time_s": 1.0,
     }
-    frame = collect({"thoracic_bce": metrics}, {"thoracic_bce": doc})
+    frame = collect({"thoracic_bce": metrics}, {"thoracic_bce": doc}, {"thoracic_bce": 1.0})
     assert pd.isna(frame.loc[0, "cv_auc_mean"])
     report = to_markdown(frame, references({"thoracic_bce": doc}))
     rows = compare_table(report, "# Cross-validated", "thoracic")

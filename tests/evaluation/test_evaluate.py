@@ -72,7 +72,7 @@ def trained(tmp_path_factory):
 
 
 def test_thoracic_metrics_have_auc_balanced_majority_and_the_training_facts(trained):
-    model_dir, summary, result, test = trained
+    model_dir, _, result, test = trained
     first = read_train_summary(model_dir / "train.json", "thoracic_bce")
     metrics, (evaluation,) = evaluate_variant(model_dir, first, SETTINGS, test)
     scores = {"loss", "penalty", "accuracy", "auc", "balanced_accuracy"}
@@ -84,7 +84,7 @@ def test_thoracic_metrics_have_auc_balanced_majority_and_the_training_facts(trai
     assert metrics["dataset"] == "thoracic" and "seeds" not in metrics  # one seed
     assert metrics["best_epoch"] == result.best_epoch and metrics["epochs_run"] == 3
     assert metrics["best_val_loss"] == round(min(result.history["val_loss"]), 6)
-    assert metrics["train_time_s"] == summary["train_time_s"]
+    assert "train_time_s" not in metrics  # a wall time: the file stays byte-identical
     y = test[1]
     assert metrics["majority_accuracy"] == round(float(np.mean(y == 0)), 6)
     pred = evaluation.pred

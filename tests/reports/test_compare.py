@@ -1,4 +1,5 @@
-"""stages.compare: the table and chart of last vs best per variant."""
+"""study.reports (compare, chart, crossval) and the compare stage: the table and chart of last
+vs best per variant, the cross-validation section, the DVC plot's data."""
 
 from __future__ import annotations
 
@@ -6,25 +7,27 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import yaml
 from conftest import dvc
 
-from stages.compare import (
+from study.config.params import load_params
+from study.config.paths import METRICS_DIR, MODELS_DIR, REPO_ROOT, REPORTS_DIR
+from study.reports.chart import chart_panels, last_vs_best_chart, plot_chart
+from study.reports.compare import (
     PLOT_COLUMNS,
-    chart_panels,
     collect,
-    last_vs_best_chart,
-    plot_chart,
+    read_metrics,
     to_markdown,
     write_plot_csv,
 )
-from stages.cvreport import read_references, relation
-from stages.params import REPO_ROOT
+from study.reports.crossval import cv_fields, read_crossval, references, relation
+
+VARIANTS = ["baseline", "thoracic_bce"]
 
 
-def write_fixture(tmp_path):
-    metrics, models = tmp_path / "metrics", tmp_path / "models"
-    metrics.mkdir()
+def metrics_docs() -> dict[str, dict]:
+    """metrics/<variant>.json of a Fashion-MNIST and a thoracic variant, as evaluate writes."""
     runs = {
         "baseline": ({"loss": 0.5, "accuracy": 0.80}, {"loss": 0.45, "accuracy": 0.83}, None),
         "thoracic_bce": (
@@ -33,32 +36,48 @@ def write_fixture(tmp_path):
             0.85,
         ),
     }
+    docs = {}
     for name, (last, best, majority) in runs.items():
-        doc = {"last": last, "best": best, "best_epoch": 4, "epochs_run": 9}
+        doc = {"dataset": "thoracic" if majority else "fashion_mnist", "last": last, "best": best}
+        doc |= {"best_epoch": 4, "epochs_run": 9}
+        doc |= {"best_val_loss": 0.4, "best_val_accuracy": 0.8}
         if majority is not None:
             doc["majority_accuracy"] = majority
+        docs[name] = doc
+    return docs
+
+
+# Each training's seconds (models/<variant>/train.json), which compare shows.
+SECONDS = {"baseline": 1.5, "thoracic_bce": 1.5}
+
+
+def write_metrics(tmp_path, docs=None):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for name, doc in (docs or metrics_docs()).items():
         (metrics / f"{name}.json").write_text(json.dumps(doc))
-        (models / name).mkdir(parents=True)
-        (models / name / "train.json").write_text(json.dumps({"train_time_s": 1.5}))
-    return metrics, models
+    return metrics
 
 
-def test_collect_and_markdown(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+def test_read_metrics_collect_and_markdown(tmp_path):
+    metrics = write_metrics(tmp_path)
+    docs = read_metrics(VARIANTS, metrics)
+    assert docs == metrics_docs()
+    frame = collect(docs, {}, SECONDS)
     row = frame.set_index("variant").loc["baseline"]
     assert row["gain_best_vs_last"] == 0.03 and row["epochs_run"] == 9
+    assert row["train_time_s"] == 1.5  # the training's (train.json), not the metrics file's
     assert frame.set_index("variant").loc["thoracic_bce", "best_auc"] == 0.65
     md = to_markdown(frame)
     assert "## fashion_mnist" in md and "## thoracic" in md
     assert "| baseline | fashion_mnist | 0.8000 | 0.8300 |" in md
     assert "majority_accuracy" in md.split("## thoracic")[1]
     assert "majority_accuracy" not in md.split("## thoracic")[0]  # empty columns dropped
+    assert "Cross-validated" not in md and "Noise across seeds" not in md  # none of either
 
 
 def test_chart_is_a_png(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    frame = collect(metrics_docs(), {}, SECONDS)
     plot_chart(frame, tmp_path / "c.png", dpi=50)
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -70,8 +89,7 @@ def last_vs_best_plot() -> dict:
 
 
 def test_plot_csv_has_one_row_per_variant_with_last_and_best_side_by_side(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    frame = collect(metrics_docs(), {}, SECONDS)
     write_plot_csv(frame, tmp_path / "compare.csv")
     rows = (tmp_path / "compare.csv").read_text().splitlines()
     assert rows == [
@@ -91,8 +109,7 @@ def test_last_vs_best_plot_encodes_last_and_best_as_two_fields():
 def test_dvc_draws_last_and_best_as_two_coloured_series(tmp_path):
     """`dvc plots show` on the real definition and template: one bar per variant and field,
     the accuracy on the quantitative axis, the colour telling last from best."""
-    metrics, models = write_fixture(tmp_path)
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+    frame = collect(metrics_docs(), {}, SECONDS)
     repo = tmp_path / "repo"
     (repo / "reports").mkdir(parents=True)
     write_plot_csv(frame, repo / "reports" / "compare.csv")
@@ -115,24 +132,23 @@ def test_dvc_draws_last_and_best_as_two_coloured_series(tmp_path):
     }
 
 
-def test_penalty_and_activation_diagnostics_in_the_report(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    doc = json.loads((metrics / "thoracic_bce.json").read_text())
+def test_penalty_and_activation_diagnostics_in_the_report():
+    docs = metrics_docs()
     for which, dead in (("last", 0.25), ("best", 0.125)):
-        doc[which] |= {"penalty": 0.1, "dead_fraction": dead, "first_layer_grad_norm": 2.0}
-    (metrics / "thoracic_bce.json").write_text(json.dumps(doc))
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
-    report = to_markdown(frame)
+        docs["thoracic_bce"][which] |= {
+            "penalty": 0.1,
+            "dead_fraction": dead,
+            "first_layer_grad_norm": 2.0,
+        }
+    report = to_markdown(collect(docs, {}, SECONDS))
     main, diagnostics = report.split("# Activation diagnostics on the test split")
     assert "best_penalty" in main and "dead_fraction" not in main
     assert "| thoracic_bce | thoracic | 0.2500 | 0.1250 | 2.0000 | 2.0000 |" in diagnostics
     assert "baseline" not in diagnostics  # no hidden layers, no diagnostics
 
 
-def test_chart_panels_per_dataset_with_the_majority_baseline(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
-    panels = chart_panels(frame)
+def test_chart_panels_per_dataset_with_the_majority_baseline():
+    panels = chart_panels(collect(metrics_docs(), {}, SECONDS))
     assert list(panels) == ["fashion_mnist", "thoracic"]
     assert panels["fashion_mnist"] == {
         "variants": ["baseline"],
@@ -148,21 +164,18 @@ def test_chart_panels_per_dataset_with_the_majority_baseline(tmp_path):
     assert any(line.get_label() == "majority class" for line in fig.axes[1].get_lines())
 
 
-def add_folds(metrics, auc=(0.7, 0.03), accuracy=(0.8, 0.02)):
-    """thoracic_bce with cross-validated scores, and the thoracic dataset's reference."""
-    doc = json.loads((metrics / "thoracic_bce.json").read_text())
-    doc["cv"] = {
-        "auc": {"mean": auc[0], "sd": auc[1]},
-        "balanced_accuracy": {"mean": 0.52, "sd": 0.05},
-        "accuracy": {"mean": accuracy[0], "sd": accuracy[1]},
-        "folds": 5,
-        "repeats": 2,
-    }
-    (metrics / "thoracic_bce.json").write_text(json.dumps(doc))
-    ref = {
+def crossval_doc(auc=(0.7, 0.03), accuracy=(0.8, 0.02)) -> dict:
+    """metrics/crossval/thoracic_bce.json: the variant's folds and the dataset's references."""
+    return {
+        "dataset": "thoracic",
         "folds": 5,
         "repeats": 2,
         "rows": 399,
+        "variant": {
+            "auc": {"mean": auc[0], "sd": auc[1]},
+            "balanced_accuracy": {"mean": 0.52, "sd": 0.05},
+            "accuracy": {"mean": accuracy[0], "sd": accuracy[1]},
+        },
         "logistic": {
             "auc": {"mean": 0.62, "sd": 0.04},
             "balanced_accuracy": {"mean": 0.55, "sd": 0.02},
@@ -174,18 +187,23 @@ def add_folds(metrics, auc=(0.7, 0.03), accuracy=(0.8, 0.02)):
             "accuracy": {"mean": 0.85, "sd": 0.004},
         },
     }
-    (metrics / "reference").mkdir()
-    (metrics / "reference" / "thoracic.json").write_text(json.dumps(ref))
 
 
-def test_crossval_table_and_words(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    add_folds(metrics)
-    variants = {"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}
-    frame = collect(variants, metrics, models)
-    references = read_references(list(variants.values()), metrics)
-    assert list(references) == ["thoracic"]  # fashion_mnist has none
-    report = to_markdown(frame, references)
+def test_read_crossval_reads_the_cross_validated_variants_only(tmp_path):
+    metrics = write_metrics(tmp_path)
+    (metrics / "crossval").mkdir()
+    (metrics / "crossval" / "thoracic_bce.json").write_text(json.dumps(crossval_doc()))
+    docs = read_crossval(VARIANTS, metrics)
+    assert docs == {"thoracic_bce": crossval_doc()}  # baseline has no folds
+    assert list(references(docs)) == ["thoracic"]
+    assert cv_fields(docs["thoracic_bce"])["cv_auc_sd"] == 0.03
+    assert cv_fields(None) == {}
+
+
+def test_crossval_table_and_words():
+    docs = {"thoracic_bce": crossval_doc()}
+    frame = collect(metrics_docs(), docs, SECONDS)
+    report = to_markdown(frame, references(docs))
     main, cv = report.split("# Cross-validated, against the logistic reference")
     assert "cv_auc" not in main  # the folds have their own table
     assert "## thoracic: 5 folds x 2 repeats of 399 rows" in cv and "fashion_mnist" not in cv
@@ -203,6 +221,8 @@ def test_crossval_table_and_words(tmp_path):
     (logistic,) = [w for w in cv.splitlines() if w.startswith("- **logistic regression")]
     assert "beats the majority baseline: yes (AUC, balanced accuracy)." in logistic
     assert "logistic reference (" not in logistic  # against the majority only
+    one = {"thoracic_bce": {**crossval_doc(), "repeats": 1}}
+    assert "## thoracic: 5 folds x 1 repeat of 399 rows" in to_markdown(frame, references(one))
 
 
 def test_relation_is_about_one_sd_bands():
@@ -210,12 +230,12 @@ def test_relation_is_about_one_sd_bands():
     assert relation((0.65, 0.03), (0.62, 0.04)) == "is within one sd of"
     assert relation((0.50, 0.01), (0.62, 0.04)) == "is below"
     assert relation((0.52, 0.0), (0.5, 0.0)) == "beats"  # the majority's AUC has no spread
+    assert relation((None, None), (0.5, 0.0)) == "cannot be compared with"  # a fold diverged
+    assert relation((np.nan, np.nan), (0.5, 0.0)) == "cannot be compared with"
 
 
-def test_chart_has_error_bars_where_there_are_folds(tmp_path):
-    metrics, models = write_fixture(tmp_path)
-    add_folds(metrics, accuracy=(0.8, 0.05))
-    frame = collect({"baseline": "fashion_mnist", "thoracic_bce": "thoracic"}, metrics, models)
+def test_chart_has_error_bars_where_there_are_folds():
+    frame = collect(metrics_docs(), {"thoracic_bce": crossval_doc(accuracy=(0.8, 0.05))}, SECONDS)
     panels = chart_panels(frame)
     assert "cv" not in panels["fashion_mnist"]
     assert panels["thoracic"]["cv"] == [0.8] and panels["thoracic"]["cv_sd"] == [0.05]
@@ -227,3 +247,28 @@ def test_chart_has_error_bars_where_there_are_folds(tmp_path):
     assert np.allclose(sorted(segment[:, 0]), [0.75, 0.85])  # mean ± sd
     assert not any(c.get_label().startswith("cross") for c in fashion.containers)
     assert thoracic.get_xlim()[0] < 0.75
+
+
+def test_the_stage_reports_the_studys_metrics(built_study):
+    """The compare stage's outputs in the tiny study are the library's report of its metrics
+    files: every variant (listed, then the searched one), the cross-validated thoracic_bce,
+    dropout's two seeds."""
+    repo = built_study
+    variants = load_params(repo).study_variants()
+    metrics = read_metrics(variants, repo / METRICS_DIR)
+    crossval = read_crossval(variants, repo / METRICS_DIR)
+    assert list(crossval) == ["thoracic_bce"]
+    seconds = {
+        v: json.loads((repo / MODELS_DIR / v / "train.json").read_text())["train_time_s"]
+        for v in variants
+    }
+    frame = collect(metrics, crossval, seconds)
+    report = (repo / REPORTS_DIR / "compare.md").read_text()
+    assert report.startswith(to_markdown(frame, references(crossval)).rstrip("\n"))
+    assert "# Noise across seeds" in report and "| dropout | 2 |" in report
+    assert "## thoracic: 5 folds" in report
+    saved = pd.read_csv(repo / REPORTS_DIR / "compare.csv")
+    assert list(saved["variant"]) == variants
+    assert list(saved.columns) == PLOT_COLUMNS
+    png = (repo / REPORTS_DIR / "compare.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
