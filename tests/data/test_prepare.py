@@ -1,30 +1,51 @@
-"""stages.prepare: seeded stratified splits, standardization, cleaned thoracic features,
-Fashion-MNIST scaling."""
+"""study.data.prepare and stages/prepare.py: seeded stratified splits, standardization, cleaned
+thoracic features, Fashion-MNIST scaling; settings validated by study.config.sections."""
 
 from __future__ import annotations
 
-import copy
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fashion_arrays, make_mirror, thoracic_rows
+from conftest import fashion_arrays, thoracic_rows
+from stage_checkout import run_module, stage_repo
 
-from stages.formats import decompress_if_gzip, load_split, split_path
-from stages.params import ConfigError
-from stages.prepare import (
+from study.config.errors import ConfigError, DataError
+from study.config.paths import SPLITS, split_path
+from study.config.sections import (
+    Prepare,
+    PrepareFashion,
+    PrepareThoracic,
+    PrepareThoracicClean,
+    ThoracicFeatures,
+)
+from study.config.validation import validate
+from study.data.formats import decompress_if_gzip, load_split
+from study.data.prepare import (
     FASHION_FILES,
     encode_features,
     prepare,
-    save_split,
     split_fashion,
+    split_rows,
     split_thoracic,
 )
 
 RAW_FEATURES = {"drop_columns": [], "one_hot_columns": []}
-THORACIC_CFG = {"val_fraction": 0.15, "test_fraction": 0.15, "standardize": True, **RAW_FEATURES}
-CLEAN_CFG = {"drop_columns": [0], "one_hot_columns": [1], "standardize": True}
+THORACIC = {"val_fraction": 0.15, "test_fraction": 0.15, "standardize": True, **RAW_FEATURES}
+CLEAN = {"drop_columns": [0], "one_hot_columns": [1], "standardize": True}
+FASHION = {"val_fraction": 0.1, "validate_on_test": False, "max_train": None, "max_test": None}
+
+
+def thoracic_cfg(**fields) -> PrepareThoracic:
+    return validate(PrepareThoracic, {**THORACIC, **fields}, "prepare.thoracic")
+
+
+def clean_cfg(**fields) -> PrepareThoracicClean:
+    return validate(PrepareThoracicClean, {**CLEAN, **fields}, "prepare.thoracic_clean")
+
+
+def fashion_cfg(**fields) -> PrepareFashion:
+    return validate(PrepareFashion, {**FASHION, **fields}, "prepare.fashion_mnist")
 
 
 def thoracic_xy(n=200):
@@ -34,36 +55,78 @@ def thoracic_xy(n=200):
 
 def test_thoracic_split_is_stratified_seeded_and_standardized():
     x, y = thoracic_xy()
-    split = split_thoracic(x, y, THORACIC_CFG, seed=1)
+    split = split_thoracic(x, y, thoracic_cfg(), seed=1)
     sizes = {k: len(v[1]) for k, v in split.items()}
     assert sizes == {"train": 140, "val": 30, "test": 30}
     for _, ys in split.values():  # stratified: each part keeps the positive rate
         assert abs(ys.mean() - y.mean()) < 0.05
     np.testing.assert_allclose(split["train"][0].mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(split["train"][0].std(axis=0), 1, atol=1e-4)
-    again = split_thoracic(x, y, THORACIC_CFG, seed=1)
+    again = split_thoracic(x, y, thoracic_cfg(), seed=1)
     np.testing.assert_array_equal(again["test"][0], split["test"][0])
+    other = split_thoracic(x, y, thoracic_cfg(), seed=2)  # another seed, other rows
+    assert not np.array_equal(other["test"][0], split["test"][0])
+
+
+def test_split_rows_partition_the_rows_by_the_fractions():
+    """The rows both thoracic datasets share: every row in exactly one split, val and test
+    each their fraction of the whole."""
+    _, y = thoracic_xy(470)
+    rows = split_rows(y, thoracic_cfg(val_fraction=0.2, test_fraction=0.1), seed=3)
+    assert {k: len(v) for k, v in rows.items()} == {"train": 329, "val": 94, "test": 47}
+    assert sorted(np.concatenate(list(rows.values())).tolist()) == list(range(470))
+    for part in rows.values():
+        assert abs(y[part].mean() - y.mean()) < 0.02
+    again = split_rows(y, thoracic_cfg(val_fraction=0.2, test_fraction=0.1), seed=3)
+    assert all(np.array_equal(again[k], rows[k]) for k in rows)
 
 
 def test_thoracic_raw_features_when_standardize_off():
     x, y = thoracic_xy()
-    split = split_thoracic(x, y, {**THORACIC_CFG, "standardize": False}, seed=1)
+    split = split_thoracic(x, y, thoracic_cfg(standardize=False), seed=1)
     all_rows = {tuple(r) for r in x.tolist()}
     assert {tuple(r) for r in split["train"][0].tolist()} <= all_rows
 
 
 @pytest.mark.parametrize(
     ("val", "test", "message"),
-    [(0.5, 0.5, "must be < 1"), (0, 0.2, "val_fraction: must be a fraction in"),
-     (0.2, 1.2, "test_fraction: must be a fraction in")],
-)  # fmt: skip
+    [
+        (0.5, 0.5, "prepare.thoracic: val_fraction + test_fraction must be < 1, got 1"),
+        (0, 0.2, "prepare.thoracic.val_fraction: must be > 0, got 0"),
+        (0.2, 1.2, "prepare.thoracic.test_fraction: must be < 1, got 1.2"),
+        (0.2, "0.1", "prepare.thoracic.test_fraction: must be a number, got '0.1'"),
+    ],
+)
 def test_thoracic_bad_fractions(val, test, message):
-    x, y = thoracic_xy()
-    with pytest.raises(ConfigError, match=message):
-        split_thoracic(x, y, {**THORACIC_CFG, "val_fraction": val, "test_fraction": test}, 1)
+    with pytest.raises(ConfigError) as err:
+        thoracic_cfg(val_fraction=val, test_fraction=test)
+    assert str(err.value) == message
 
 
-FASHION_CFG = {"val_fraction": 0.1, "validate_on_test": False, "max_train": None, "max_test": None}
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"one_hot_columns": [0, 1]},
+            "prepare.thoracic_clean.one_hot_columns: column(s) 0 also in drop_columns",
+        ),
+        (
+            {"drop_columns": [0, 2, 0]},
+            "prepare.thoracic_clean.drop_columns: a column is listed twice: [0, 2, 0]",
+        ),
+        ({"one_hot_columns": [-1]}, "prepare.thoracic_clean.one_hot_columns[0]: must be >= 0"),
+        ({"onehot_columns": [1]}, "prepare.thoracic_clean: unknown field(s) onehot_columns;"),
+    ],
+)
+def test_bad_feature_columns_name_the_key(fields, message):
+    with pytest.raises(ConfigError) as err:
+        clean_cfg(**fields)
+    assert str(err.value).startswith(message)
+
+
+def test_fashion_bad_val_fraction():
+    with pytest.raises(ConfigError, match=r"^prepare\.fashion_mnist\.val_fraction: must be < 1"):
+        fashion_cfg(val_fraction=1.0)
 
 
 def fashion_raw():
@@ -72,35 +135,28 @@ def fashion_raw():
 
 
 def test_fashion_scaled_and_validation_carved_from_train():
-    split = split_fashion(fashion_raw(), FASHION_CFG, seed=0)
+    split = split_fashion(fashion_raw(), fashion_cfg(), seed=0)
     assert len(split["train"][1]) == 180 and len(split["val"][1]) == 20
     assert len(split["test"][1]) == 50
     x = split["train"][0]
     assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
+    assert split["train"][1].dtype == np.int64
     assert sorted(np.bincount(split["val"][1])) == [2] * 10  # stratified
 
 
 def test_fashion_validate_on_test_is_the_seeds_option():
-    split = split_fashion(fashion_raw(), {**FASHION_CFG, "validate_on_test": True}, seed=0)
+    split = split_fashion(fashion_raw(), fashion_cfg(validate_on_test=True), seed=0)
     np.testing.assert_array_equal(split["val"][0], split["test"][0])
     assert len(split["train"][1]) == 200
 
 
 def test_fashion_subsample_and_mismatch():
-    split = split_fashion(fashion_raw(), {**FASHION_CFG, "max_train": 100, "max_test": 20}, 0)
+    split = split_fashion(fashion_raw(), fashion_cfg(max_train=100, max_test=20), 0)
     assert len(split["train"][1]) + len(split["val"][1]) == 100 and len(split["test"][1]) == 20
     raw = fashion_raw()
     raw["train_y"] = raw["train_y"][:-1]
-    with pytest.raises(ValueError, match="fashion_mnist train: 200 images but 199 labels"):
-        split_fashion(raw, FASHION_CFG, 0)
-
-
-def test_save_and_load_split(tmp_path):
-    split = split_fashion(fashion_raw(), FASHION_CFG, seed=0)
-    save_split(split, tmp_path, "fashion_mnist")
-    x, y = load_split(split_path(tmp_path, "val", "fashion_mnist"))
-    np.testing.assert_array_equal(x, split["val"][0])
-    np.testing.assert_array_equal(y, split["val"][1])
+    with pytest.raises(DataError, match="fashion_mnist train: 200 images but 199 labels"):
+        split_fashion(raw, fashion_cfg(), 0)
 
 
 def coded_xy(n=200):
@@ -114,9 +170,9 @@ def coded_xy(n=200):
 
 def test_thoracic_clean_drops_one_hot_encodes_and_keeps_the_rows():
     x, y = coded_xy()
-    raw = split_thoracic(x, y, THORACIC_CFG, seed=1)
-    clean = split_thoracic(x, y, THORACIC_CFG, seed=1, features=CLEAN_CFG)
-    for name in ("train", "val", "test"):
+    raw = split_thoracic(x, y, thoracic_cfg(), seed=1)
+    clean = split_thoracic(x, y, thoracic_cfg(), seed=1, features=clean_cfg())
+    for name in SPLITS:
         np.testing.assert_array_equal(clean[name][1], raw[name][1])  # the same rows and labels
         xs = clean[name][0]
         assert xs.dtype == np.float32 and xs.shape[1] == 17 - 2 + 4  # 4 codes in the train rows
@@ -134,90 +190,116 @@ def test_thoracic_clean_drops_one_hot_encodes_and_keeps_the_rows():
 def test_one_hot_columns_use_the_train_rows_values_only():
     x = np.array([[1.0, 5.0], [2.0, 6.0], [3.0, 7.0]], dtype=np.float32)
     rows = {"train": np.array([0, 1]), "test": np.array([2])}
-    cfg = {"drop_columns": [], "one_hot_columns": [1], "standardize": False}
+    cfg = ThoracicFeatures(drop_columns=[], one_hot_columns=[1], standardize=False)
     out = encode_features(x, rows, cfg, "prepare.thoracic_clean")
     np.testing.assert_array_equal(out["train"], [[1, 1, 0], [2, 0, 1]])
     np.testing.assert_array_equal(out["test"], [[3, 0, 0]])  # 7 unseen in train: all 0
 
 
+def test_a_constant_column_standardizes_to_zero_not_nan():
+    x = np.array([[1.0, 4.0], [3.0, 4.0], [5.0, 4.0]], dtype=np.float32)
+    rows = {"train": np.array([0, 1, 2])}
+    out = encode_features(x, rows, ThoracicFeatures(standardize=True), "prepare.thoracic")
+    np.testing.assert_allclose(out["train"][:, 1], 0)
+    np.testing.assert_allclose(out["train"][:, 0], [-1.2247449, 0, 1.2247449], rtol=1e-6)
+
+
 @pytest.mark.parametrize("field", ["drop_columns", "one_hot_columns"])
 def test_a_column_outside_the_csv_names_the_key(field):
     x, y = coded_xy()
-    features = {**CLEAN_CFG, "drop_columns": [], "one_hot_columns": [], field: [17]}
-    with pytest.raises(ConfigError, match=rf"prepare.thoracic_clean.{field}: column\(s\) \[17\]"):
-        split_thoracic(x, y, THORACIC_CFG, 1, features, "prepare.thoracic_clean")
+    features = clean_cfg(**{**RAW_FEATURES, field: [17]})
+    with pytest.raises(ConfigError) as err:
+        split_thoracic(x, y, thoracic_cfg(), 1, features, "prepare.thoracic_clean")
+    assert str(err.value) == (
+        f"prepare.thoracic_clean.{field}: column(s) [17] out of range; the CSV has 17 feature"
+        " columns (0..16)"
+    )
 
 
-# Zip entries carry a date with 2 s resolution: writes further apart than that would differ if
-# the writer stamped the clock.
-ZIP_DATE_RESOLUTION_S = 2
 FILES = {"thoracic": ["ThoraricSurgery.csv"], "fashion_mnist": list(FASHION_FILES.values())}
 DATASETS = ("thoracic", "thoracic_clean", "fashion_mnist")
 
 
-def small_params(params: dict, **thoracic) -> dict:
-    """params.yaml (prepare validates the whole file) with these prepare settings."""
-    p = copy.deepcopy(params)
-    p["seed"] = 0
-    p["prepare"] = {
-        "thoracic": {**THORACIC_CFG, **thoracic},
-        "thoracic_clean": CLEAN_CFG,
-        "fashion_mnist": FASHION_CFG,
+def prepare_cfg(thoracic: dict | None = None, clean: dict | None = None) -> Prepare:
+    """prepare's settings with these changes to the thoracic ones."""
+    raw = {
+        "thoracic": {**THORACIC, **(thoracic or {})},
+        "thoracic_clean": {**CLEAN, **(clean or {})},
+        "fashion_mnist": FASHION,
     }
-    return p
+    return validate(Prepare, raw, "prepare")
 
 
-def raw_dir(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def raw(mirror_module, tmp_path_factory) -> Path:
     """data/raw as fetch lays it out (decompressed), from the synthetic mirror's files."""
-    mirror = make_mirror(tmp_path / "mirror")["dir"]
-    raw = tmp_path / "raw"
+    raw = tmp_path_factory.mktemp("raw")
     for dataset, files in FILES.items():
         (raw / dataset).mkdir(parents=True)
         for name in files:
-            src = mirror / name if dataset == "thoracic" else mirror / f"{name}.gz"
-            (raw / dataset / name).write_bytes(decompress_if_gzip(src.read_bytes(), name))
+            gz = "" if dataset == "thoracic" else ".gz"
+            content = (mirror_module["dir"] / f"{name}{gz}").read_bytes()
+            (raw / dataset / name).write_bytes(decompress_if_gzip(content, name))
     return raw
 
 
-def prepared_bytes(params: dict, raw: Path, out: Path) -> dict[str, bytes]:
-    prepare(params, raw, out)
+def prepared_bytes(cfg: Prepare, raw: Path, out: Path) -> dict[str, bytes]:
+    prepare(cfg, 0, raw, out)
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.npz"))}
 
 
-def test_prepare_writes_the_same_bytes_for_the_same_inputs(tmp_path, params):
-    """DVC hashes file bytes: a rerun of prepare must not make unchanged data look changed."""
-    params = small_params(params)
-    raw = raw_dir(tmp_path)
-    first = prepared_bytes(params, raw, tmp_path / "a")
-    time.sleep(ZIP_DATE_RESOLUTION_S + 0.1)
-    assert prepared_bytes(params, raw, tmp_path / "b") == first
-    assert sorted(first) == sorted(
-        f"{s}/{d}.npz" for s in ("train", "val", "test") for d in DATASETS
-    )
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """prepare's output with the default settings, once for the module."""
+    out = tmp_path_factory.mktemp("prepared")
+    return out, prepared_bytes(prepare_cfg(), raw, out)
 
 
-def test_a_thoracic_param_change_leaves_fashion_files_byte_identical(tmp_path, params):
+def test_prepare_writes_every_split_of_every_dataset(prepared, mirror_module):
+    out, files = prepared
+    assert sorted(files) == sorted(f"{s}/{d}.npz" for s in SPLITS for d in DATASETS)
+    sizes = {d: sum(len(load_split(split_path(out, s, d))[1]) for s in SPLITS) for d in DATASETS}
+    assert sizes == {"thoracic": 140, "thoracic_clean": 140, "fashion_mnist": 400}  # the mirror's
+    for split in SPLITS:  # the same rows in both thoracic datasets
+        thoracic, clean = (load_split(split_path(out, split, d)) for d in DATASETS[:2])
+        np.testing.assert_array_equal(thoracic[1], clean[1])
+
+
+def test_prepare_writes_the_same_bytes_for_the_same_inputs(prepared, raw, tmp_path):
+    """DVC hashes file bytes: a rerun of prepare must not make unchanged data look changed
+    (the split files' zip dates are fixed: test_formats)."""
+    assert prepared_bytes(prepare_cfg(), raw, tmp_path / "again") == prepared[1]
+
+
+def test_a_thoracic_param_change_leaves_fashion_files_byte_identical(prepared, raw, tmp_path):
     """Each dataset's files depend on its own inputs and params only, so DVC reruns only
     that dataset's variants (thoracic's split fractions are also thoracic_clean's rows)."""
-    raw = raw_dir(tmp_path)
-    before = prepared_bytes(small_params(params), raw, tmp_path / "out")
-    after = prepared_bytes(small_params(params, val_fraction=0.2), raw, tmp_path / "out")
+    before = prepared[1]
+    after = prepared_bytes(prepare_cfg(thoracic={"val_fraction": 0.2}), raw, tmp_path / "out")
     for name in before:
         assert (after[name] == before[name]) == name.endswith("fashion_mnist.npz"), name
 
 
-def test_a_thoracic_clean_change_leaves_the_seeds_files_byte_identical(tmp_path, params):
-    raw = raw_dir(tmp_path)
-    before = prepared_bytes(small_params(params), raw, tmp_path / "out")
-    changed = small_params(params)
-    changed["prepare"]["thoracic_clean"] = {**CLEAN_CFG, "one_hot_columns": []}
-    after = prepared_bytes(changed, raw, tmp_path / "out")
+def test_a_thoracic_clean_change_leaves_the_seeds_files_byte_identical(prepared, raw, tmp_path):
+    before = prepared[1]
+    after = prepared_bytes(prepare_cfg(clean={"one_hot_columns": []}), raw, tmp_path / "out")
     for name in before:
         assert (after[name] == before[name]) != name.endswith("thoracic_clean.npz"), name
 
 
-def test_prepare_validates_its_settings_up_front(tmp_path, params):
-    bad = small_params(params)
-    bad["prepare"]["thoracic_clean"] = {**CLEAN_CFG, "one_hot_columns": [0, 1]}
-    with pytest.raises(ConfigError, match=r"^prepare.thoracic_clean.one_hot_columns: column"):
-        prepare(bad, tmp_path / "raw-not-read", tmp_path / "out")
+def test_a_missing_raw_file_names_it(raw, tmp_path):
+    with pytest.raises(DataError, match=r"thoracic/ThoraricSurgery\.csv: file not found$"):
+        prepare(prepare_cfg(), 0, tmp_path / "no-raw", tmp_path / "out")
+
+
+def test_the_prepare_stage_validates_its_settings_before_reading_data(params, tmp_path):
+    """`python -m stages.prepare` validates the whole params.yaml first: a bad setting is one
+    error line, before any data is read (there is none here) or written."""
+    params["prepare"]["thoracic_clean"]["one_hot_columns"] = [0, 1]  # 0 is dropped
+    repo = stage_repo(tmp_path / "repo", params)
+    proc = run_module(repo, "stages.prepare", cwd=repo)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "error: prepare.thoracic_clean.one_hot_columns: column(s) 0 also in drop_columns\n"
+    )
+    assert not (repo / "data").exists()

@@ -1,4 +1,5 @@
-"""stages.progress: one flushed line per epoch, with Keras's epoch number and History values."""
+"""study.training.progress: one flushed line per epoch, with Keras's epoch number and History
+values."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from stages.progress import EpochProgress
+from study.training.progress import EpochProgress
 
 LINE = re.compile(r"train tiny: epoch (\d+)/(\d+) (.*) (\d+\.\d)s")
 
