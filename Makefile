@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup browser vega plots repro test lint format bench bench-quick bench-search bench-schedule lock clean mlflow-ui report
+.PHONY: setup browser vega plots repro test lint format bench bench-quick bench-search lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -77,21 +77,20 @@ lock: setup
 clean:
 	rm -rf $(VENV)
 
+# The seed study sequentially and in parallel, bare, notebook and DVC's floor (about an hour
+# here): prints a last `bench:` line and writes reports/bench.md with the targets.
 bench: setup
 	$(BIN)/python -m bench.run
 
+# Every variant for 2 epochs: a quick look, no report (bench.run --report PATH writes one).
 bench-quick: setup
 	$(BIN)/python -m bench.run --quick
 
-# The search stage at its default budget vs the README's width x depth grid (real data: run
+# The search stage at its default budget vs the README's width x depth grid, chosen on the
+# validation split and compared on a held-out slice of train, never on test (real data: run
 # `dvc repro prepare` first); prints a last `bench-search:` line.
 bench-search: setup
 	$(BIN)/python -m bench.search
-
-# The parallel runner's start order: DVC's vs longest path first, and bare (~17 min here);
-# prints a last `schedule:` line.
-bench-schedule: setup
-	$(BIN)/python -m bench.schedule
 
 # One table across DVC and MLflow; EXPS="exp1 exp2" compares DVC experiments instead.
 report: setup

@@ -1,62 +1,123 @@
-"""Recompute the evaluate stage's new metrics independently, from the saved models' weights.
+"""Recompute the pipeline's metrics independently: scikit-learn and NumPy on the saved models'
+predictions, compared with metrics/<variant>.json and metrics/crossval/<variant>.json.
 
-  python -m bench.check_metrics     # after `make repro`, in the repository
+  python -m bench.check_metrics                # after `make repro`, in the repository
+  python -m bench.check_metrics --root REPO    # another copy of it
 
-For every variant's best model on the prepared test split: the data loss with scikit-learn
-on the model's predictions, the regularization penalty and the activation diagnostics with
-NumPy from the weights (a forward pass by hand), compared with metrics/<variant>.json.
-Cross-validation (check_crossval): the folds drawn again with scikit-learn from the prepared
-train and val files (the held-out rows and labels in models/<v>/cv.json must be theirs), each
-fold's AUC, balanced accuracy and accuracy recomputed from the saved probabilities, their mean
-and sd with the statistics module, against metrics/<v>.json's `cv`; the logistic reference
-refitted and the majority class counted, against metrics/reference/<dataset>.json.
-Seeds (check_seeds, after a run with seeds.repeats > 1): every seed's models' test accuracy
-with scikit-learn, their mean and sd with the statistics module, against `seeds`.
-Prints one line per variant and the largest difference per metric.
+Per variant (params.yaml's and the searched one, each of its seeds), none of the pipeline's
+scoring code is used: its best and last models (models/<variant>/, seed<S>/) predict the
+prepared test split; accuracy, the data loss (scikit-learn's log_loss, mean_squared_error,
+mean_absolute_error or mean_squared_log_error, by the variant's loss; the MAPE and Poisson
+losses are not recomputed) and for the binary datasets AUC and balanced accuracy; the
+regularization penalty and the hidden units' diagnostics by hand from the weights (a NumPy
+forward pass); the spread across seeds with the statistics module; and from best.keras on the
+val split best_val_loss (data loss + penalty: what Keras' val_loss adds up) and
+best_val_accuracy. Keras' val figures are a streaming float32 mean over batches, these a
+full-batch float64 computation: they agree within VAL_TOLERANCE, not to the last digit.
+Cross-validation (crossval.variants): the folds redrawn with scikit-learn's
+RepeatedStratifiedKFold on the train + val rows, the logistic reference refitted and the
+majority class counted on each, their mean and sd with the statistics module; the network's
+folds are not refitted (its figures are only checked to be there).
+One line per variant, the largest difference per metric, and a final summary line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stages.formats import load_split, split_path
-from stages.params import (
-    METRICS_DIR,
-    MODELS_DIR,
-    PREPARED_DIR,
-    REPO_ROOT,
-    load_params,
-    resolve_all_variants,
-)
+from study.config.params import load_params
+from study.config.paths import METRICS_DIR, MODELS_DIR, PREPARED_DIR, REPO_ROOT, split_path
+from study.data.formats import load_split
 
+# |reported - recomputed| allowed: metrics files hold 6 digits; the data loss differs in how
+# predictions are clipped away from 0 and 1 (Keras: 1e-7; scikit-learn: float32's eps).
+# Dead and saturated fractions: an activation at the threshold may fall on either side in
+# float32 (the model) and float64 (here).
+TOLERANCE = {"loss": 1e-4, "fraction": 1e-4}
+EXACT = 2e-6  # everything else computed on the test split or the folds
+VAL_TOLERANCE = 2e-4  # best_val_loss, best_val_accuracy: Keras' streaming float32 mean
 ACT = {
     "relu": lambda z: np.maximum(z, 0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),  # Keras's default slope
+    "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),  # Keras' default slope
     "tanh": np.tanh,
     "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
 }
 
 
-def data_loss(cfg: dict, y: np.ndarray, out: np.ndarray) -> float:
-    from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error
+def tolerance(metric: str) -> float:
+    """The allowed difference of a metric ("best/loss", "seeds/last_loss/mean", ...)."""
+    if metric.startswith("best_val_"):
+        return VAL_TOLERANCE
+    for part, allowed in TOLERANCE.items():
+        if part in metric:
+            return allowed
+    return EXACT
 
-    if cfg["loss"] in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
-        return log_loss(y, out, labels=list(range(out.shape[1])))
-    p = out.reshape(-1)
-    if cfg["loss"] == "binary_crossentropy":
-        return log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])
-    if cfg["loss"] == "mean_squared_error":
+
+def probabilities(out: np.ndarray) -> np.ndarray:
+    """(n, classes) class probabilities from a sigmoid (one column) or softmax head."""
+    out = out.astype(np.float64)
+    if out.shape[1] == 1:
+        return np.hstack([1 - out, out])
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def data_loss(loss: str, y: np.ndarray, out: np.ndarray) -> float | None:
+    """The variant's loss on the predictions, with scikit-learn; None where not recomputed."""
+    from sklearn.metrics import (
+        log_loss,
+        mean_absolute_error,
+        mean_squared_error,
+        mean_squared_log_error,
+    )
+
+    if not np.isfinite(out).all():
+        return None
+    if loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        probs = out.astype(np.float32)  # clipped at float32's eps, near Keras' 1e-7
+        return log_loss(y, probs / probs.sum(axis=1, keepdims=True), labels=range(out.shape[1]))
+    p = out.reshape(-1).astype(np.float32)
+    if loss == "binary_crossentropy":
+        return log_loss(y, p, labels=[0, 1])
+    if loss == "mean_squared_error":
         return mean_squared_error(y, p)
-    if cfg["loss"] == "mean_absolute_error":
+    if loss == "mean_absolute_error":
         return mean_absolute_error(y, p)
-    return float("nan")  # msle, mape, poisson: not recomputed here
+    if loss == "mean_squared_logarithmic_error":
+        return mean_squared_log_error(y, p)
+    return None  # mean_absolute_percentage_error, poisson
 
 
-def by_hand(model, cfg: dict, x: np.ndarray, eval_cfg: dict) -> dict[str, float]:
-    """Penalty and diagnostics from the weights, with NumPy."""
+def predictions(probs: np.ndarray, threshold: float) -> np.ndarray:
+    return (probs[:, 1] >= threshold).astype(int) if probs.shape[1] == 2 else probs.argmax(1)
+
+
+def scores(loss: str, y: np.ndarray, out: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy and data loss (AUC, balanced accuracy on two classes) of a model's outputs."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+    probs = probabilities(out)
+    pred = predictions(probs, threshold)
+    found: dict[str, float] = {"accuracy": accuracy_score(y, pred)}
+    value = data_loss(loss, y, out)
+    if value is not None:
+        found["loss"] = value
+    if probs.shape[1] == 2:
+        found["balanced_accuracy"] = balanced_accuracy_score(y, pred)
+        if np.isfinite(probs).all() and len(np.unique(y)) == 2:
+            found["auc"] = roc_auc_score(y, probs[:, 1])
+    return found
+
+
+def by_hand(model: Any, cfg: dict, x: np.ndarray, level: float) -> dict[str, Any]:
+    """The regularization penalty and the diagnostics from the weights, with NumPy."""
     dense = [layer for layer in model.layers if layer.name.startswith("hidden_")]
     a = x.reshape(len(x), -1).astype(np.float64)
     acts, l2 = [], 0.0
@@ -65,29 +126,142 @@ def by_hand(model, cfg: dict, x: np.ndarray, eval_cfg: dict) -> dict[str, float]
         a = ACT[cfg["activation"]](a @ kernel + bias)
         acts.append(a)
         l2 += cfg["kernel_l2"] * float(np.sum(kernel**2))
-    # Keras's L1 activity term of a batch is l1 * sum|a| / batch size: per row, whatever
-    # the batch, so its mean over the test batches is l1 * sum|a| / n over the whole split.
+    # Keras' L1 activity term of a batch is l1 * sum|a| / batch size: per row, whatever the
+    # batch, so its mean over batches (weighted by their rows) is l1 * sum|a| / n.
     l1 = cfg["activity_l1"] * sum(float(np.sum(np.abs(h))) for h in acts) / len(x)
-    found = {"penalty": l2 + l1}
-    if acts and cfg["activation"] in ("relu", "leaky_relu"):
-        units = np.concatenate([(h > 0).any(axis=0) for h in acts])
-        found["dead_fraction"] = float(1 - units.mean())
-    if acts and cfg["activation"] in ("tanh", "sigmoid"):
-        level = eval_cfg["diagnostics"]["saturation"]
-        values = np.concatenate([h.ravel() for h in acts])
-        flat = (
-            np.abs(values) > level
-            if cfg["activation"] == "tanh"
-            else ((values < 1 - level) | (values > level))
-        )
-        found["saturated_fraction"] = float(flat.mean())
+    found: dict[str, Any] = {"penalty": l2 + l1}
+    if not acts or not all(np.isfinite(h).all() for h in acts):
+        return found
+    if cfg["activation"] in ("relu", "leaky_relu"):
+        dead = [~(h > 0).any(axis=0) for h in acts]
+        found |= {f"dead_fraction/hidden_{i}": d.mean() for i, d in enumerate(dead, 1)}
+        found["dead_fraction"] = np.concatenate(dead).mean()
+    if cfg["activation"] in ("tanh", "sigmoid"):
+        low, high = (-level, level) if cfg["activation"] == "tanh" else (1 - level, level)
+        flat = [(h < low) | (h > high) for h in acts]
+        found |= {f"saturated_fraction/hidden_{i}": f.mean() for i, f in enumerate(flat, 1)}
+        found["saturated_fraction"] = np.concatenate(flat, axis=1).mean()
     return found
 
 
-def _fold_scores(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str, float]:
+def kind(metric: str) -> str:
+    """A metric's family for the largest-difference line: "best/loss" and "last/loss" are
+    "loss", "best/dead_fraction/hidden_1" "dead_fraction", "seeds/best_loss/sd" "seeds/loss",
+    "cv/logistic/auc/mean" "cv/logistic/auc"."""
+    parts = metric.split("/")
+    if parts[0] in ("best", "last"):
+        return parts[1]
+    if parts[0] == "seeds":
+        return f"seeds/{parts[1].split('_', 1)[1]}"
+    if parts[0] == "cv":
+        return "/".join(parts[:3])
+    return metric
+
+
+class Diffs:
+    """The largest |reported - recomputed| per metric, and the metrics out of tolerance."""
+
+    def __init__(self) -> None:
+        self.worst: dict[str, float] = {}
+        self.failed: list[str] = []
+        self.compared = 0
+        self.scope: list[tuple[str, float]] = []  # since the last summary()
+
+    def add(self, where: str, metric: str, reported: Any, mine: float) -> None:
+        if reported is None or not np.isfinite(mine):  # a diverged model's: null both ways
+            if (reported is None) != (not np.isfinite(mine)):
+                self.failed.append(f"{where} {metric}: reported {reported} vs {mine}")
+            return
+        diff = abs(float(reported) - float(mine))
+        self.compared += 1
+        self.scope.append((metric, diff))
+        family = kind(metric)
+        self.worst[family] = max(self.worst.get(family, 0.0), diff)
+        if diff > tolerance(metric):
+            self.failed.append(f"{where} {metric}: reported {reported} vs {mine:.6f}")
+
+    def summary(self) -> str:
+        """How many figures were compared since the last call, and the largest difference."""
+        scope, self.scope = self.scope, []
+        if not scope:
+            return "nothing compared"
+        metric, diff = max(scope, key=lambda item: item[1])
+        return f"{len(scope)} figures, largest |diff| {diff:.1e} ({metric})"
+
+
+def model_dirs(model_dir: Path, seeds: list[int]) -> list[Path]:
+    """The first seed's models at the top of models/<variant>/, the others' in seed<S>/."""
+    return [model_dir] + [model_dir / f"seed{s}" for s in seeds[1:]]
+
+
+def check_variant(root: Path, name: str, params: Any, diffs: Diffs) -> str:
+    """One variant's metrics file against its models' predictions."""
+    import keras
+
+    model_dir = root / MODELS_DIR / name
+    trained = json.loads((model_dir / "train.json").read_text())
+    cfg, seed = trained["config"], trained["seed"]
+    reported = json.loads((root / METRICS_DIR / f"{name}.json").read_text())
+    dataset, loss = cfg["dataset"], cfg["loss"]
+    prepared = root / PREPARED_DIR
+    x, y = load_split(split_path(prepared, "test", dataset))
+    x_val, y_val = load_split(split_path(prepared, "val", dataset))
+    ev = params.evaluate
+    seeds = list(range(seed, seed + cfg.get("seeds", 1)))
+    per_seed: dict[int, dict[str, dict[str, float]]] = {}
+    for s, where in zip(seeds, model_dirs(model_dir, seeds), strict=True):
+        per_seed[s] = {}
+        for which in ("best", "last"):
+            model = keras.saving.load_model(where / f"{which}.keras")
+            out = model.predict(x, batch_size=ev.batch_size, verbose=0)
+            mine = scores(loss, y, out, ev.threshold)
+            per_seed[s][which] = mine
+            if s != seed:
+                continue
+            mine |= by_hand(model, cfg, x, ev.diagnostics.saturation)
+            for metric, value in mine.items():
+                if metric in reported[which]:
+                    diffs.add(name, f"{which}/{metric}", reported[which][metric], value)
+            if which == "best":  # its val figures, as Keras' val_loss adds them up
+                out_val = model.predict(x_val, batch_size=cfg["batch_size"], verbose=0)
+                val = scores(loss, y_val, out_val, 0.5)  # Keras' accuracy metrics: 0.5
+                penalty = by_hand(model, cfg, x_val, ev.diagnostics.saturation)["penalty"]
+                for metric, value in (
+                    ("best_val_loss", val.get("loss", np.nan) + penalty),
+                    ("best_val_accuracy", val["accuracy"]),
+                ):
+                    if np.isfinite(value):
+                        diffs.add(name, metric, reported.get(metric), value)
+    if dataset in ("thoracic", "thoracic_clean"):
+        majority = float(np.mean(y == np.bincount(y).argmax()))
+        diffs.add(name, "majority_accuracy", reported.get("majority_accuracy"), majority)
+    if len(seeds) > 1:
+        check_seeds(name, reported.get("seeds", {}), per_seed, diffs)
+    first = per_seed[seed]
+    accuracy = f"best {first['best']['accuracy']:.4f}, last {first['last']['accuracy']:.4f}"
+    return f"{name}: test accuracy {accuracy}, seeds {seeds}: {diffs.summary()}"
+
+
+def check_seeds(name: str, reported: dict, per_seed: dict, diffs: Diffs) -> None:
+    """metrics' `seeds`: per checkpoint and score, mean and sample sd over the seeds."""
+    if reported.get("seeds") != sorted(per_seed):
+        diffs.failed.append(
+            f"{name} seeds: reported {reported.get('seeds')}, trained {sorted(per_seed)}"
+        )
+    for key, stats in reported.items():
+        if key == "seeds":
+            continue
+        which, metric = key.split("_", 1)
+        values = [per_seed[s][which].get(metric) for s in sorted(per_seed)]
+        if any(v is None for v in values):
+            continue
+        diffs.add(name, f"seeds/{key}/mean", stats["mean"], statistics.mean(values))
+        diffs.add(name, f"seeds/{key}/sd", stats["sd"], statistics.stdev(values))
+
+
+def fold_scores(y: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-    pred = (prob >= threshold).astype(int)
     return {
         "auc": roc_auc_score(y, prob),
         "balanced_accuracy": balanced_accuracy_score(y, pred),
@@ -95,125 +269,98 @@ def _fold_scores(y: np.ndarray, prob: np.ndarray, threshold: float) -> dict[str,
     }
 
 
-def _diffs(per_fold: list[dict[str, float]], reported: dict, prefix: str) -> dict[str, float]:
-    """|reported mean/sd - statistics.mean/stdev of the folds| per metric."""
-    out = {}
-    for name, stats in reported.items():
-        if isinstance(stats, dict):
-            values = [fold[name] for fold in per_fold]
-            out[f"{prefix}{name}_mean"] = abs(stats["mean"] - statistics.mean(values))
-            out[f"{prefix}{name}_sd"] = abs(stats["sd"] - statistics.stdev(values))
-    return out
-
-
-def check_crossval(params: dict, cfgs: dict[str, dict]) -> dict[str, float]:
-    """The cross-validation metrics recomputed independently; the largest difference each."""
+def check_crossval(root: Path, params: Any, diffs: Diffs) -> list[str]:
+    """metrics/crossval/<variant>.json of every cross-validated variant: the references."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import RepeatedStratifiedKFold
 
-    cv_cfg, seed = params["crossval"], params["seed"]
-    threshold = params["evaluate"]["threshold"]
-    folds, rows, worst = {}, {}, {}
-    for dataset in cv_cfg["datasets"]:
-        parts = [
-            load_split(split_path(REPO_ROOT / PREPARED_DIR, s, dataset)) for s in ("train", "val")
-        ]
+    cv, threshold, lines = params.crossval, params.evaluate.threshold, []
+    for dataset, listed in cv.variants.items():
+        if not listed:
+            continue
+        parts = [load_split(split_path(root / PREPARED_DIR, s, dataset)) for s in ("train", "val")]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        cv = RepeatedStratifiedKFold(
-            n_splits=cv_cfg["folds"], n_repeats=cv_cfg["repeats"], random_state=seed
-        )
-        folds[dataset], rows[dataset] = list(cv.split(x, y)), (x, y)
-        logistic, majority = [], []
-        for fit_rows, held in folds[dataset]:
-            model = LogisticRegression(**cv_cfg["logistic"]).fit(x[fit_rows], y[fit_rows])
-            logistic.append(_fold_scores(y[held], model.predict_proba(x[held])[:, 1], threshold))
-            major = int(np.mean(y[fit_rows]) > 0.5)
-            majority.append(
-                {"auc": 0.5, "balanced_accuracy": 0.5, "accuracy": float(np.mean(y[held] == major))}
+        folds = RepeatedStratifiedKFold(
+            n_splits=cv.folds, n_repeats=cv.repeats, random_state=params.seed
+        ).split(x, y)
+        found: dict[str, list[dict[str, float]]] = {"logistic": [], "majority": []}
+        for fit_rows, held in folds:
+            logistic = LogisticRegression(
+                C=cv.logistic.C,
+                max_iter=cv.logistic.max_iter,
+                class_weight=cv.logistic.class_weight,
             )
-        ref = json.loads((REPO_ROOT / METRICS_DIR / "reference" / f"{dataset}.json").read_text())
-        found = _diffs(logistic, ref["logistic"], "logistic_") | _diffs(
-            majority, ref["majority"], "majority_"
-        )
-        print(f"reference {dataset}: " + ", ".join(f"{k} {v:.1e}" for k, v in found.items()))
-        worst = {k: max(v, worst.get(k, 0.0)) for k, v in (worst | found).items()}
-    for name, cfg in cfgs.items():
-        if cfg["dataset"] not in cv_cfg["datasets"]:
-            continue
-        doc = json.loads((REPO_ROOT / MODELS_DIR / name / "cv.json").read_text())
-        x, y = rows[cfg["dataset"]]
-        per_fold = []
-        for (_, held), split in zip(folds[cfg["dataset"]], doc["splits"], strict=True):
-            assert split["rows"] == held.tolist(), f"{name}: held-out rows differ from the folds"
-            assert split["y"] == y[held].tolist(), f"{name}: labels differ from the data"
-            per_fold.append(_fold_scores(y[held], np.asarray(split["probability"]), threshold))
-        reported = json.loads((REPO_ROOT / METRICS_DIR / f"{name}.json").read_text())["cv"]
-        found = _diffs(per_fold, reported, "cv_")
-        print(f"{name}: cv " + ", ".join(f"{k} {v:.1e}" for k, v in found.items()))
-        worst = {k: max(v, worst.get(k, 0.0)) for k, v in (worst | found).items()}
-    return worst
-
-
-def check_seeds(cfgs: dict[str, dict], eval_cfg: dict) -> dict[str, float]:
-    """metrics/<v>.json's `seeds` recomputed: each seed's last and best model (train@V's and
-    models/<v>/seeds/seed<S>/) predicting the test split, scikit-learn's accuracy of the
-    predictions, their mean and sample sd with the statistics module."""
-    import keras
-    from sklearn.metrics import accuracy_score
-
-    worst: dict[str, float] = {}
-    for name, cfg in cfgs.items():
-        reported = json.loads((REPO_ROOT / METRICS_DIR / f"{name}.json").read_text()).get("seeds")
-        if not reported:
-            continue
-        x, y = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", cfg["dataset"]))
-        _, *others = reported["seeds"]  # the first is train@V's own
-        dirs = [REPO_ROOT / MODELS_DIR / name] + [
-            REPO_ROOT / MODELS_DIR / name / "seeds" / f"seed{s}" for s in others
-        ]
-        found = {}
-        for which in ("last", "best"):
-            accs = []
-            for where in dirs:
-                out = keras.saving.load_model(where / f"{which}.keras").predict(x, verbose=0)
-                threshold = eval_cfg["threshold"]
-                pred = out.argmax(1) if out.shape[1] > 1 else (out[:, 0] >= threshold)
-                accs.append(accuracy_score(y, pred.astype(int)))
-            stats = reported[f"{which}_accuracy"]
-            found[f"seeds_{which}_accuracy_mean"] = abs(stats["mean"] - statistics.mean(accs))
-            found[f"seeds_{which}_accuracy_sd"] = abs(stats["sd"] - statistics.stdev(accs))
-        print(
-            f"{name}: seeds {reported['seeds']} "
-            + ", ".join(f"{k} {v:.1e}" for k, v in found.items())
-        )
-        worst = {k: max(v, worst.get(k, 0.0)) for k, v in (worst | found).items()}
-    return worst
+            prob = logistic.fit(x[fit_rows], y[fit_rows]).predict_proba(x[held])[:, 1]
+            found["logistic"].append(fold_scores(y[held], prob, (prob >= threshold).astype(int)))
+            share = float(np.mean(y[fit_rows]))  # the class-1 share: a constant probability
+            constant = np.full(len(held), int(share > 0.5))
+            found["majority"].append(fold_scores(y[held], np.full(len(held), share), constant))
+        for name in listed:
+            doc = json.loads((root / METRICS_DIR / "crossval" / f"{name}.json").read_text())
+            where = f"crossval {name}"
+            problems = [
+                f"{k} {doc.get(k)} != {v}"
+                for k, v in {
+                    "dataset": dataset,
+                    "folds": cv.folds,
+                    "repeats": cv.repeats,
+                    "rows": len(y),
+                }.items()
+                if doc.get(k) != v
+            ]
+            diffs.failed += [f"{where}: {p}" for p in problems]
+            for model, per_fold in found.items():
+                for metric in per_fold[0]:
+                    values = [fold[metric] for fold in per_fold]
+                    stats, key = doc[model][metric], f"cv/{model}/{metric}"
+                    diffs.add(where, f"{key}/mean", stats["mean"], statistics.mean(values))
+                    diffs.add(where, f"{key}/sd", stats["sd"], statistics.stdev(values))
+            net = doc.get("variant", {})
+            missing = [m for m in ("auc", "balanced_accuracy", "accuracy") if m not in net]
+            if missing:
+                diffs.failed.append(f"{where}: the variant's {missing} missing")
+            network = ", ".join(f"{m} {net[m]['mean']}" for m in net if net[m]["mean"] is not None)
+            lines.append(
+                f"{where}: logistic and majority refitted on {cv.folds} x {cv.repeats} folds:"
+                f" {diffs.summary()}; network (not refitted): {network}"
+            )
+    return lines
 
 
 def main() -> None:
-    import keras
-
-    params = load_params()
-    worst: dict[str, float] = {}
-    cfgs = resolve_all_variants(params)
-    for name, cfg in cfgs.items():
-        x, y = load_split(split_path(REPO_ROOT / PREPARED_DIR, "test", cfg["dataset"]))
-        model = keras.saving.load_model(REPO_ROOT / MODELS_DIR / name / "best.keras")
-        reported = json.loads((REPO_ROOT / METRICS_DIR / f"{name}.json").read_text())["best"]
-        mine = {"loss": data_loss(cfg, y, model.predict(x, verbose=0, batch_size=1024))}
-        mine |= by_hand(model, cfg, x, params["evaluate"])
-        parts = []
-        for key, value in mine.items():
-            if key in reported and not np.isnan(value):
-                diff = abs(value - reported[key])
-                worst[key] = max(worst.get(key, 0.0), diff)
-                parts.append(f"{key} {reported[key]:.6f} vs {value:.6f}")
-        print(f"{name}: " + "; ".join(parts))
-    worst |= check_crossval(params, cfgs)
-    worst |= check_seeds(cfgs, params["evaluate"])
-    print(
-        "largest |reported - independent|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root", type=Path, default=REPO_ROOT, help="the repository (default: this one)"
     )
+    args = parser.parse_args()
+    root = args.root.resolve()
+    params = load_params(root)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # predict's retracing warnings: one model after another
+    diffs = Diffs()
+    checked = 0
+    for name in params.study_variants():
+        if not (root / MODELS_DIR / name / "train.json").is_file():
+            print(f"{name}: not trained here (no models/{name}/train.json); skipped")
+            continue
+        print(check_variant(root, name, params, diffs), flush=True)
+        checked += 1
+    for line in check_crossval(root, params, diffs):
+        print(line, flush=True)
+    print(
+        "largest |reported - recomputed|: "
+        + ", ".join(f"{k} {v:.2e}" for k, v in sorted(diffs.worst.items()))
+    )
+    for problem in diffs.failed:
+        print(f"MISMATCH {problem}")
+    verdict = "all agree" if not diffs.failed else f"{len(diffs.failed)} out of tolerance"
+    print(
+        f"check_metrics: {checked} variants, {diffs.compared} figures compared: {verdict}"
+        f" (tolerance {EXACT:g}; loss {TOLERANCE['loss']:g}; dead/saturated fractions"
+        f" {TOLERANCE['fraction']:g}; val figures {VAL_TOLERANCE:g})"
+    )
+    sys.exit(1 if diffs.failed else 0)
 
 
 if __name__ == "__main__":

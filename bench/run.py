@@ -1,17 +1,23 @@
 """Benchmark: the tracked pipeline vs the untracked notebook, side by side.
 
-  python -m bench.run            # the full default study (about an hour here)
-  python -m bench.run --quick    # every variant for 2 epochs, for a quick look
+  python -m bench.run            # the seed study in full (about an hour here); writes
+                                 # reports/bench.md (--report PATH: elsewhere)
+  python -m bench.run --quick    # every variant for 2 epochs, for a quick look; writes a
+                                 # report only with --report PATH
 
-Runs in a temporary copy of the repo reduced to the seed study (its 18 variants and the
-searched variant from main's pinned search/best.yaml; no search, no cross-validation: see
-seed_study): fetch (untimed), then `dvc repro` (pipeline), again
-(noop), after one Fashion-MNIST param change (onechange); the same study in a second copy
-under the parallel runner (parallel: tools/ray_repro.py, what `make repro` runs; its
-metrics must be byte-identical), then the same variants in one untracked process with the
-pipeline's training settings (bare) and the notebook's way (notebook), DVC's own floor for
-the same graph (bench/floor.py: trivial commands). Prints each wall time and peak RSS, and a
-last `bench:` line.
+Runs in temporary copies of the repo reduced to the seed study (the thoracic and Fashion-MNIST
+variants and the searched variant from main's pinned search/best.yaml; no search stage, no
+cross-validation: crossval.variants' lists empty; see seed_study), each with a fresh dvc.lock:
+fetch (untimed), then `dvc repro` (pipeline_s; dvc.lock's lines after it: lock_lines), again
+(noop_s), after one Fashion-MNIST param change (onechange_s: must rerun exactly the variants
+stage, train@ and evaluate@ of that variant, and compare); the same study in a second copy
+under the parallel runner (parallel_s: tools/ray_repro.py, what `make repro` runs; its metrics
+must be identical to the sequential run's but for train_time_s, a wall time); DVC's floor for
+the same graph (bench/floor.py: trivial commands; floor_repro_s, floor_noop_s), and the
+default study's dvc.lock size by the same trick on an unreduced copy (lock_lines_default);
+then the same variants in one untracked process with the pipeline's training settings (bare)
+and the notebook's way (notebook), bench/loops.py. Prints each figure, every forked stage
+process's wall time and peak RSS, and a last `bench:` line with every figure and ratio.
 
 Stage processes are forks of a warm server (tools/prefork.py) in a private runtime
 directory: `pipeline` starts with no server and pays for starting it; `onechange` finds it
@@ -21,28 +27,42 @@ warm, as a user iterating within `runner.idle_timeout_s` does. Peak RSS includes
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
-from stages.params import REPO_ROOT, SEARCH_BEST
+from study.config.paths import METRICS_DIR, REPO_ROOT, REPORTS_DIR, SEARCH_BEST
+from study.config.raw import read_params, read_yaml
 from tools.prefork import socket_dir, stop_servers
 from tools.schedule import load_seconds, save_seconds
 
 CHANGED_VARIANT = "baseline"
 # Like with like: bare and notebook train the same variants as the timed pipeline: the seed
-# study's 18 and the searched variant, whose config is main's search/best.yaml, pinned (the
-# search itself has its own benchmark, bench/search.py); cross-validation is off (crossval@V
-# stages only write their cv.json without folds).
+# study's and the searched variant, whose config is main's search/best.yaml, pinned (the
+# search itself has its own benchmark, bench/search.py); no cross-validation.
 SEED_DATASETS = ("thoracic", "fashion_mnist")
 QUICK_EPOCHS = 2
+REPORT = REPO_ROOT / REPORTS_DIR / "bench.md"
+MIB_PER_GIB = 1024
+# (figure, limit, what it measures): each must be <= its limit.
+TARGETS = (
+    ("lock_lines_default", 4000, "dvc.lock lines at the default study"),
+    ("ratio_vs_bare", 1.25, "sequential `dvc repro` / bare"),
+    ("ratio_vs_notebook", 0.6, "sequential `dvc repro` / notebook"),
+    ("noop_vs_floor", 1.5, "no-op `dvc repro` / DVC's own no-op (floor)"),
+    ("ratio_parallel_vs_bare", 0.7, "`make repro` (parallel runner) / bare"),
+    ("peak_rss_mb", 2 * MIB_PER_GIB, "peak RSS of the pipeline's processes (MiB)"),
+)
 # Runs a command and reports the largest RSS among it and every descendant it waited for.
 RUSAGE = (
     "import resource, subprocess, sys, json;"
@@ -69,79 +89,221 @@ def stages_run(stdout: str) -> list[str]:
     return sorted(line.split("'")[1] for line in stdout.splitlines() if "Running stage" in line)
 
 
-def forked_runs() -> list[dict]:
-    """Stage processes the warm servers forked so far: label, wall seconds, peak RSS."""
-    lines = "".join(p.read_text() for p in socket_dir().glob("*.log")).splitlines()
-    return [json.loads(line) for line in lines if line.startswith('{"run"')]
+class ForkLog:
+    """The stage processes the warm servers forked (their logs: label, wall s, peak RSS),
+    since the last call."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Path, int] = {}
+
+    def new_runs(self) -> list[dict[str, Any]]:
+        runs = []
+        for path in sorted(socket_dir().glob("*.log")):
+            lines = path.read_text().splitlines()
+            runs += [
+                json.loads(x) for x in lines[self.seen.get(path, 0) :] if x.startswith('{"run"')
+            ]
+            self.seen[path] = len(lines)
+        return runs
 
 
-def seed_study(repo: Path, quick: bool) -> dict:
+def lock_lines(repo: Path) -> int:
+    return len((repo / "dvc.lock").read_text().splitlines())
+
+
+def seed_study(repo: Path, quick: bool) -> dict[str, Any]:
     """Reduce the copy to the seed study's variants and the searched variant (main's pinned
-    search/best.yaml), without the search or cross-validation."""
-    params_path, dvc_path = repo / "params.yaml", repo / "dvc.yaml"
-    params = yaml.safe_load(params_path.read_text())
+    search/best.yaml), without the search or cross-validation; a fresh dvc.lock (DVC keeps
+    the entries of stages gone from dvc.yaml: main's lock may hold an older graph's)."""
+    params = read_params(repo)
     params["variants"] = {
         name: v for name, v in params["variants"].items() if v["dataset"] in SEED_DATASETS
     }
-    # A dataset none of these variants uses (the list may not be empty): no folds are fitted.
-    params["crossval"]["datasets"] = ["thoracic_clean"]
+    # crossval_<dataset>@ stages are a foreach over these lists: none when empty.
+    params["crossval"]["variants"] = {dataset: [] for dataset in params["crossval"]["variants"]}
+    best = read_yaml(REPO_ROOT / SEARCH_BEST)
     if quick:
         params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        best["epochs"] = QUICK_EPOCHS  # the searched variant's own (search.variant_fields)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_path = repo / "dvc.yaml"
     dvc_yaml = yaml.safe_load(dvc_path.read_text())
-    for name in ("search", "reference"):  # reference: per cross-validated dataset
-        dvc_yaml["stages"].pop(name)
+    dvc_yaml["stages"].pop("search")
     dvc_path.write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     (repo / SEARCH_BEST).parent.mkdir(exist_ok=True)
-    (repo / SEARCH_BEST).write_bytes((REPO_ROOT / SEARCH_BEST).read_bytes())
+    (repo / SEARCH_BEST).write_text(yaml.safe_dump(best, sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
     commit(repo, "seed study")
     return params
 
 
+def fetch(repo: Path, env: dict[str, str]) -> None:
+    """`dvc repro fetch` (untimed: the data's download or copy is not the pipeline's work)."""
+    proc = subprocess.run(
+        [dvc_bin(), "repro", "fetch"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    if proc.returncode:
+        sys.exit(f"bench: dvc repro fetch failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+
+
+def comparable_metrics(repo: Path) -> dict[str, str]:
+    """metrics/*.json of a run without train_time_s (a wall time), as canonical JSON."""
+    out = {}
+    for path in sorted((repo / METRICS_DIR).rglob("*.json")):
+        doc = json.loads(path.read_text())
+        doc.pop("train_time_s", None)
+        out[str(path.relative_to(repo / METRICS_DIR))] = json.dumps(doc, sort_keys=True)
+    return out
+
+
+def floor(repo: Path, env: dict[str, str]) -> dict[str, float]:
+    """bench/floor.py on a copy: {repro_s, noop_s, stages, lock_lines}."""
+    _, _, out = measure([sys.executable, "-m", "bench.floor", str(repo)], REPO_ROOT, env)
+    print(out.strip())
+    return {k: float(v) for k, v in (kv.split("=") for kv in out.split("floor: ")[1].split())}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    """nproc (the CPUs this process may use), the CPU model and the total memory."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "memory_gib": round(kib / 1024**2, 1),
+    }
+
+
+def judged(figures: dict[str, float]) -> list[tuple[str, float, float, bool]]:
+    """(what, value, limit, met) per target."""
+    return [(what, figures[key], limit, figures[key] <= limit) for key, limit, what in TARGETS]
+
+
+def report(
+    figures: dict[str, float],
+    runs: list[dict[str, Any]],
+    quick: bool,
+    started: datetime.datetime,
+    bench_line: str,
+) -> str:
+    """reports/bench.md: when, which code, which machine, the figures and the targets."""
+    changed = git("status", "--porcelain")
+    dirty = (
+        f"dirty ({len(changed.splitlines())} files changed or untracked)" if changed else "clean"
+    )
+    host = machine()
+    lines = [
+        "# Benchmark (`make bench`, bench/run.py)",
+        "",
+        f"- date (UTC): {started:%Y-%m-%d %H:%M} to {datetime.datetime.now(datetime.UTC):%H:%M}",
+        f"- git commit: {git('rev-parse', 'HEAD')} (working tree {dirty})",
+        f"- machine: nproc {host['nproc']}, {host['cpu']}, {host['memory_gib']} GiB of memory",
+        "- study: the seed study (thoracic and Fashion-MNIST variants) and the searched variant"
+        " (main's search/best.yaml), no search, no cross-validation"
+        + (
+            f"; --quick: {QUICK_EPOCHS} epochs each, not comparable with the targets"
+            if quick
+            else ""
+        ),
+        "",
+        "| figure | value |",
+        "|---|---|",
+        *(f"| {k} | {_fmt(v)} |" for k, v in figures.items()),
+        "",
+        "| target | value | limit | result |",
+        "|---|---|---|---|",
+        *(
+            f"| {what} | {_fmt(value)} | ≤ {_fmt(limit)} | {'pass' if met else 'FAIL'} |"
+            for what, value, limit, met in judged(figures)
+        ),
+        "",
+        "Stage processes of the sequential `dvc repro` (forks of the warm server):",
+        "",
+        "| stage | wall s | peak RSS MiB |",
+        "|---|---|---|",
+        *(f"| {r['run']} | {r['s']:.1f} | {r['maxrss_kb'] // 1024} |" for r in runs),
+        "",
+        "```",
+        bench_line,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.2f}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs each")
+    parser.add_argument(
+        "--report", type=Path, help=f"where to write the report (default: {REPORT}; --quick: none)"
+    )
     args = parser.parse_args()
+    out_path = args.report or (None if args.quick else REPORT)
+    started = datetime.datetime.now(datetime.UTC)
     runtime = tempfile.TemporaryDirectory(prefix="bench-run-")
     # Private warm servers (tools/prefork): the pipeline starts with none running.
     os.environ["XDG_RUNTIME_DIR"] = runtime.name
+    # The offline sources `make` gives fetch (Makefile: DATA_MIRRORS).
+    os.environ.setdefault("DATA_MIRRORS", str(REPO_ROOT.parent / "shared" / "data"))
     env = pipeline_env()
+    forks = ForkLog()
+    figures: dict[str, float] = {}
+    rss: dict[str, int] = {}
     with runtime, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         repo = copy_repo(Path(tmp) / "sequential")
-        params_path = repo / "params.yaml"
         params = seed_study(repo, args.quick)
-        subprocess.run([dvc_bin(), "repro", "fetch"], cwd=repo, env=env, check=True)
-        figures: dict[str, float] = {}
-        rss: dict[str, int] = {}
+        fetch(repo, env)
 
         figures["pipeline_s"], rss["pipeline"], out = measure([dvc_bin(), "repro"], repo, env)
-        runs = forked_runs()
+        runs = forks.new_runs()
         rss["pipeline"] = max([rss["pipeline"], *(r["maxrss_kb"] // 1024 for r in runs)])
-        in_stages = sum(r["s"] for r in runs)
+        figures["lock_lines"] = lock_lines(repo)
         print(
             f"pipeline: {figures['pipeline_s']:.1f} s, stages: {len(stages_run(out))}, "
-            f"{len(runs)} forked stage processes took {in_stages:.1f} s in all, "
-            f"the largest peaked at {rss['pipeline']} MiB"
+            f"{len(runs)} forked stage processes took {sum(r['s'] for r in runs):.1f} s in all, "
+            f"the largest peaked at {rss['pipeline']} MiB; dvc.lock: {figures['lock_lines']:.0f}"
+            " lines"
         )
         for r in runs:
             print(f"  {r['run']}: {r['s']:.1f} s, {r['maxrss_kb'] // 1024} MiB")
-        print((repo / "reports" / "compare.md").read_text())
-        # What the parallel run must reproduce byte for byte (before onechange retrains one).
-        sequential = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
+        print((repo / REPORTS_DIR / "compare.md").read_text())
+        # What the parallel run must reproduce (before onechange retrains one variant).
+        sequential = comparable_metrics(repo)
         figures["noop_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
         print(f"noop: {figures['noop_s']:.2f} s, stages run: {stages_run(out)}")
 
         variant = params["variants"][CHANGED_VARIANT]
         variant["patience"] = params["train"]["defaults"]["patience"] + 1
-        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         figures["onechange_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
         ran = stages_run(out)
         print(f"onechange ({CHANGED_VARIANT}.patience): {figures['onechange_s']:.1f} s, ran {ran}")
-        # crossval@V and seeds@V too: a variant's params are theirs (no folds, one seed here).
-        per_variant = ("crossval", "evaluate", "seeds", "train")
-        expected = sorted(["compare", *(f"{s}@{CHANGED_VARIANT}" for s in per_variant)])
-        if ran != expected:
-            sys.exit(f"bench: one change reran {ran}, expected {expected}")
+        # The variants stage reads every variant, but rewrites only the changed one's file.
+        stages = ("variants", f"train@{CHANGED_VARIANT}", f"evaluate@{CHANGED_VARIANT}", "compare")
+        if ran != sorted(stages):
+            sys.exit(f"bench: one change reran {ran}, expected {sorted(stages)}")
+        forks.new_runs()
 
         # The same study in parallel (tools/ray_repro.py, `make repro`), from no warm server.
         stop_servers()
@@ -150,50 +312,57 @@ def main() -> None:
         # As on a fresh clone of main: the stage times of main's last `make repro`, by which
         # the runner orders its stages (tools/schedule.py).
         save_seconds(par, load_seconds(REPO_ROOT))
-        subprocess.run([dvc_bin(), "repro", "fetch"], cwd=par, env=env, check=True)
+        fetch(par, env)
         runner = [sys.executable, "-m", "tools.ray_repro"]
         figures["parallel_s"], rss["parallel"], out = measure(runner, par, env)
+        par_runs = forks.new_runs()
+        rss["parallel"] = max([rss["parallel"], *(r["maxrss_kb"] // 1024 for r in par_runs)])
         differ = sorted(
-            name
-            for name, data in sequential.items()
-            if (par / "metrics" / name).read_bytes() != data
+            name for name, doc in comparable_metrics(par).items() if sequential.get(name) != doc
         )
-        same = not differ
-        print(f"parallel: {figures['parallel_s']:.1f} s, metrics identical to sequential: {same}")
-        if differ:
+        print(
+            f"parallel: {figures['parallel_s']:.1f} s, {len(par_runs)} forked stage processes took"
+            f" {sum(r['s'] for r in par_runs):.1f} s in all; metrics identical to sequential"
+            f" (but train_time_s): {not differ}"
+        )
+        if differ or len(sequential) != len(comparable_metrics(par)):
             sys.exit(f"bench: the parallel run's metrics differ from the sequential's: {differ}")
 
         stop_servers()
         floor_repo = copy_repo(Path(tmp) / "floor")  # same graph, trivial commands
         seed_study(floor_repo, args.quick)
-        _, _, out = measure([sys.executable, "-m", "bench.floor", str(floor_repo)], REPO_ROOT, env)
-        floor = dict(kv.split("=") for kv in out.split("floor: ")[1].split())
-        figures["floor_repro_s"], figures["floor_noop_s"] = (
-            float(floor["repro_s"]),
-            float(floor["noop_s"]),
-        )
-        print(out.strip())
-        for mode in ("bare", "notebook"):
-            cmd = [sys.executable, "-m", "bench.loops", mode, str(repo)]
+        found = floor(floor_repo, env)
+        figures["floor_repro_s"], figures["floor_noop_s"] = found["repro_s"], found["noop_s"]
+        if found["lock_lines"] != figures["lock_lines"]:  # then lock_lines_default is off too
+            print(f"warning: the floor's dvc.lock has {found['lock_lines']:.0f} lines, the real"
+                  f" run's {figures['lock_lines']:.0f}")  # fmt: skip
+        default_repo = copy_repo(Path(tmp) / "default")  # the default study's whole graph
+        figures["lock_lines_default"] = floor(default_repo, env)["lock_lines"]
+        for mode in ("bare", "notebook"):  # on the parallel copy: the pipeline's configs
+            cmd = [sys.executable, "-m", "bench.loops", mode, str(par)]
             seconds, rss[mode], out = measure(cmd, REPO_ROOT, env)
             figures[f"{mode}_s"] = seconds
             print(f"{mode}: {seconds:.1f} s, peak RSS {rss[mode]} MiB")
             for line in out.splitlines():
                 print(f"  {line}")
 
-    ratio_nb = figures["pipeline_s"] / figures["notebook_s"]
-    ratio_bare = figures["pipeline_s"] / figures["bare_s"]
-    ratio_parallel = figures["parallel_s"] / figures["bare_s"]
+    figures["peak_rss_mb"] = max(rss["pipeline"], rss["parallel"])
+    figures["ratio_vs_bare"] = figures["pipeline_s"] / figures["bare_s"]
+    figures["ratio_vs_notebook"] = figures["pipeline_s"] / figures["notebook_s"]
+    figures["noop_vs_floor"] = figures["noop_s"] / figures["floor_noop_s"]
+    figures["ratio_parallel_vs_bare"] = figures["parallel_s"] / figures["bare_s"]
     print(f"peak RSS (MiB): {rss}")
-    print(
-        f"bench: notebook_s={figures['notebook_s']:.1f} bare_s={figures['bare_s']:.1f} "
-        f"pipeline_s={figures['pipeline_s']:.1f} noop_s={figures['noop_s']:.2f} "
-        f"onechange_s={figures['onechange_s']:.1f} ratio_vs_notebook={ratio_nb:.2f} "
-        f"ratio_vs_bare={ratio_bare:.2f} peak_rss_mb={rss['pipeline']} "
-        f"floor_repro_s={figures['floor_repro_s']:.1f} floor_noop_s={figures['floor_noop_s']:.2f} "
-        f"noop_vs_floor={figures['noop_s'] / figures['floor_noop_s']:.2f} "
-        f"parallel_s={figures['parallel_s']:.1f} ratio_parallel_vs_bare={ratio_parallel:.2f}"
+    for what, value, limit, met in judged(figures):
+        print(f"target: {what}: {_fmt(value)} <= {_fmt(limit)}: {'pass' if met else 'FAIL'}")
+    bench_line = "bench: " + " ".join(
+        f"{k}={v:.0f}" if k.startswith(("lock_", "peak_")) else f"{k}={v:.2f}"
+        for k, v in figures.items()
     )
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(report(figures, runs, args.quick, started, bench_line))
+        print(f"report: {out_path}")
+    print(bench_line)
 
 
 if __name__ == "__main__":

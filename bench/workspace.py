@@ -40,7 +40,9 @@ def copy_repo(dest: Path) -> Path:
     """
     tracked = set(_git(REPO_ROOT, "ls-files", "--cached").split())
     untracked = _git(REPO_ROOT, "ls-files", "--others", "--exclude-standard").split()
-    for name in sorted(tracked | {n for n in untracked if n.startswith(("stages/", "study/", "tools/"))}):
+    for name in sorted(
+        tracked | {n for n in untracked if n.startswith(("stages/", "study/", "tools/"))}
+    ):
         src = REPO_ROOT / name
         if src.is_file() and not name.startswith(("tests/", "bench/", *RESULTS)):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
