@@ -12,7 +12,7 @@ fetch (untimed), then `dvc repro` (pipeline_s; dvc.lock's lines after it: lock_l
 (noop_s), after one Fashion-MNIST param change (onechange_s: must rerun exactly the variants
 stage, train@ and evaluate@ of that variant, and compare); the same study in a second copy
 under the parallel runner (parallel_s: tools/ray_repro.py, what `make repro` runs; its metrics
-must be identical to the sequential run's but for train_time_s, a wall time); DVC's floor for
+must be byte-identical to the sequential run's); DVC's floor for
 the same graph (bench/floor.py: trivial commands; floor_repro_s, floor_noop_s), and the
 default study's dvc.lock size by the same trick on an unreduced copy (lock_lines_default);
 then the same variants in one untracked process with the pipeline's training settings (bare)
@@ -146,14 +146,10 @@ def fetch(repo: Path, env: dict[str, str]) -> None:
         sys.exit(f"bench: dvc repro fetch failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
 
 
-def comparable_metrics(repo: Path) -> dict[str, str]:
-    """metrics/*.json of a run without train_time_s (a wall time), as canonical JSON."""
-    out = {}
-    for path in sorted((repo / METRICS_DIR).rglob("*.json")):
-        doc = json.loads(path.read_text())
-        doc.pop("train_time_s", None)
-        out[str(path.relative_to(repo / METRICS_DIR))] = json.dumps(doc, sort_keys=True)
-    return out
+def metrics_bytes(repo: Path) -> dict[str, bytes]:
+    """metrics/**/*.json of a run, byte for byte (they hold no wall times)."""
+    root = repo / METRICS_DIR
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.json"))}
 
 
 def floor(repo: Path, env: dict[str, str]) -> dict[str, float]:
@@ -289,7 +285,7 @@ def main() -> None:
             print(f"  {r['run']}: {r['s']:.1f} s, {r['maxrss_kb'] // 1024} MiB")
         print((repo / REPORTS_DIR / "compare.md").read_text())
         # What the parallel run must reproduce (before onechange retrains one variant).
-        sequential = comparable_metrics(repo)
+        sequential = metrics_bytes(repo)
         figures["noop_s"], _, out = measure([dvc_bin(), "repro"], repo, env)
         print(f"noop: {figures['noop_s']:.2f} s, stages run: {stages_run(out)}")
 
@@ -318,14 +314,14 @@ def main() -> None:
         par_runs = forks.new_runs()
         rss["parallel"] = max([rss["parallel"], *(r["maxrss_kb"] // 1024 for r in par_runs)])
         differ = sorted(
-            name for name, doc in comparable_metrics(par).items() if sequential.get(name) != doc
+            name for name, data in metrics_bytes(par).items() if sequential.get(name) != data
         )
         print(
             f"parallel: {figures['parallel_s']:.1f} s, {len(par_runs)} forked stage processes took"
             f" {sum(r['s'] for r in par_runs):.1f} s in all; metrics identical to sequential"
-            f" (but train_time_s): {not differ}"
+            f" byte for byte: {not differ}"
         )
-        if differ or len(sequential) != len(comparable_metrics(par)):
+        if differ or len(sequential) != len(metrics_bytes(par)):
             sys.exit(f"bench: the parallel run's metrics differ from the sequential's: {differ}")
 
         stop_servers()

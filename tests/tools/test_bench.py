@@ -80,13 +80,11 @@ def test_floor_stand_in_python_writes_the_stage_dvc_runs(tmp_path):
     assert not (repo / "models").exists()
 
 
-def test_parallel_metrics_are_compared_without_the_wall_time(tmp_path):
-    for name, seconds in (("a", 1.5), ("b", 9.0)):
-        doc = {"best": {"accuracy": 0.5}, "train_time_s": seconds}
-        (tmp_path / "metrics").mkdir(exist_ok=True)
-        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(doc))
-    found = run.comparable_metrics(tmp_path)
-    assert found["a.json"] == found["b.json"] == json.dumps({"best": {"accuracy": 0.5}})
+def test_parallel_metrics_are_compared_byte_for_byte(tmp_path):
+    (tmp_path / "metrics" / "crossval").mkdir(parents=True)
+    (tmp_path / "metrics" / "a.json").write_text('{"best": 0.5}\n')
+    (tmp_path / "metrics" / "crossval" / "a.json").write_text("{}\n")
+    assert run.metrics_bytes(tmp_path) == {"a.json": b'{"best": 0.5}\n', "crossval/a.json": b"{}\n"}
 
 
 def test_report_judges_every_target_and_names_the_commit(tmp_path):
