@@ -1,6 +1,8 @@
-"""The search stage (stages/search.py) on tiny synthetic data: through `dvc repro` with the
-searched variant, on Ctrl-C and SIGTERM, and with bad search-space entries.
-The two-node cluster tests are in tests/test_search_cluster.py."""
+"""The search stage (stages/search.py, study/search/) on the tiny study: its outputs and MLflow
+runs as `dvc repro` left them, the searched variant trained and evaluated like any other, an
+interrupted search (SIGINT, SIGTERM), and bad search settings.
+The two-node cluster tests are in test_search_cluster.py; dvc.yaml's search stages in
+tests/stages/test_dvc_yaml.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
@@ -19,30 +20,18 @@ import psutil
 import pytest
 import ray
 import yaml
-from conftest import dvc, ran, tiny_params
+from conftest import study_copy
 from processes import ray_processes
 
-from bench.workspace import commit, copy_repo, pipeline_env
+import study.search.run as search_run
+from bench.workspace import pipeline_env
 from stages import search as search_stage
-from stages.params import REPO_ROOT, ConfigError, StageError, resolve_entry, run_stage
-from stages.search_space import search_settings
+from study.config.cli import run_stage
+from study.config.errors import ConfigError, StageError
+from study.config.params import load_params, searched_entry
+from study.config.raw import read_params
 
 pytestmark = pytest.mark.slow
-SEARCHED = ("search", "train_searched", "crossval_searched", "evaluate_searched")
-
-
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, request):
-    """A repo copy of the tiny study (one variant), reproduced up to the searched variant."""
-    mirror = request.getfixturevalue("mirror_module")
-    repo = copy_repo(tmp_path_factory.mktemp("repo"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(
-        yaml.safe_dump(tiny_params(params, mirror, ["baseline"], search_trials=5))
-    )
-    commit(repo, "tiny params")
-    out = dvc(repo, "repro", "evaluate_searched")
-    return repo, out
 
 
 def store(repo: Path) -> tuple[mlflow.MlflowClient, str]:
@@ -51,47 +40,48 @@ def store(repo: Path) -> tuple[mlflow.MlflowClient, str]:
 
 
 def search_runs(repo: Path) -> list:
-    """The runs of every search: each `search` run, then its trials' runs."""
+    """The runs of every search: each `search` run, oldest first, then its trials' runs."""
     client, experiment = store(repo)
     runs = client.search_runs([experiment], "tags.stage = 'search'")
     trials = client.search_runs([experiment], "tags.stage = 'search_trial'")
     return sorted(runs, key=lambda r: r.info.start_time) + trials
 
 
-def test_repro_runs_the_search_then_the_searched_variant_like_any_other(tiny_repo):
-    repo, out = tiny_repo
-    assert set(SEARCHED) <= set(ran(out))
+def test_the_search_wrote_its_best_trial_which_trained_like_any_variant(built_study):
+    repo = built_study
     stats = json.loads((repo / "metrics" / "search.json").read_text())
-    assert stats["trials"] >= 4 and stats["stopped_early"] >= 1 and stats["failed"] == 0
+    assert stats["trials"] == 2 and stats["failed"] == 0  # tiny_params: two trials
     assert stats["completed"] + stats["stopped_early"] == stats["trials"]
     assert 0 < stats["best"]["val_accuracy"] <= 1 and stats["rungs"]["epoch_1"] == stats["trials"]
     # best.yaml: a variant entry that resolves like params.yaml's, with the search's dataset
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = load_params(repo)
     best = yaml.safe_load((repo / "search" / "best.yaml").read_text())
-    cfg = resolve_entry(params, best, "search/best.yaml")
-    fields = params["search"]["variant_fields"]
-    assert cfg["dataset"] == "fashion_mnist" and best["epochs"] == fields["epochs"]
-    assert set(params["search"]["space"]) - {"learning_rate"} <= set(best)
-    # the searched variant trained (search.variant_fields' epochs) and evaluated on test
+    cfg = params.variant(params.search.variant)
+    fields = params.search.variant_fields
+    assert cfg.dataset == params.search.dataset == "fashion_mnist"
+    assert best["epochs"] == cfg.epochs == fields.epochs  # the searched variant trains longer
+    assert set(params.search.space) - {"learning_rate"} <= set(best)
+    assert cfg.optimizer.learning_rate == best["optimizer"]["learning_rate"]
+    # the searched variant trained with that config and was evaluated on test
     trained = json.loads((repo / "models" / "searched" / "train.json").read_text())
-    assert trained["epochs_run"] == fields["epochs"]
-    assert trained["depth"] == best["depth"] and trained["activation"] == best["activation"]
+    assert trained["config"] == cfg.model_dump(mode="json", exclude_unset=True)
+    assert trained["epochs_run"] == fields.epochs
     metrics = json.loads((repo / "metrics" / "searched.json").read_text())
-    assert 0 <= metrics["best"]["accuracy"] <= 1
+    assert 0 <= metrics["best"]["accuracy"] <= 1 and metrics["dataset"] == "fashion_mnist"
     rows = (repo / "reports" / "search_trials.csv").read_text().splitlines()
     assert rows[0].startswith("trial,trial_id,outcome,epochs,") and len(rows) == stats["trials"] + 1
     assert "| trial |" in (repo / "reports" / "search_trials.md").read_text()
     assert (repo / "reports" / "search.png").stat().st_size > 5000
+    assert "| searched |" in (repo / "reports" / "compare.md").read_text()
 
 
-def test_search_and_trial_runs_in_mlflow(tiny_repo):
-    repo, _ = tiny_repo
-    client, _ = store(repo)
+def test_search_and_trial_runs_in_mlflow(built_study):
+    repo = built_study
+    client, experiment = store(repo)
     parent, *trials = search_runs(repo)
     assert parent.info.status == "FINISHED" and parent.info.run_name == "search"
-    assert parent.data.metrics["trials"] == len(trials)
-    assert parent.data.params["search.trials"] == "5"
-    stats = json.loads((repo / "metrics" / "search.json").read_text())
+    assert parent.data.metrics["trials"] == len(trials) == 2
+    assert parent.data.params["search.trials"] == "2"
     for run in trials:
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == parent.info.run_id
@@ -103,72 +93,36 @@ def test_search_and_trial_runs_in_mlflow(tiny_repo):
         assert run.info.status == expected and stopped == (tags["outcome"] == "stopped_early")
         assert epochs == (1 if stopped else 2)  # grace_period 1, max_epochs 2
         assert run.data.params["variant.epochs"] == "2" and "search.units" in run.data.params
-    assert sum(r.data.tags["asha_stopped"] == "true" for r in trials) == stats["stopped_early"]
-    runs = client.search_runs([parent.info.experiment_id], "tags.variant = 'searched'")
+    runs = client.search_runs([experiment], "tags.variant = 'searched'")
     names = sorted(r.info.run_name for r in runs)  # trained, then evaluated on test
     assert names == ["searched", "searched/best", "searched/last"]
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
-def test_changing_another_variant_leaves_the_search_and_searched_variant_up_to_date(tiny_repo):
-    repo, _ = tiny_repo
-    params_path = repo / "params.yaml"
-    before = params_path.read_text()
-    params = yaml.safe_load(before)
-    params["variants"]["baseline"]["patience"] = 3
-    params_path.write_text(yaml.safe_dump(params))
-    try:
-        stale = json.loads(dvc(repo, "status", "--json", *SEARCHED))
-        assert stale == {}, stale
-        params["search"]["trials"] = 6
-        params_path.write_text(yaml.safe_dump(params))
-        stale = json.loads(dvc(repo, "status", "--json", *SEARCHED))
-        assert set(stale) == {"search"}, stale  # the others wait for a new best.yaml
-    finally:
-        params_path.write_text(before)
+@pytest.fixture(scope="module")
+def searchable(built_study, tmp_path_factory) -> Path:
+    """A copy of the tiny study to run searches in."""
+    return study_copy(built_study, tmp_path_factory.mktemp("search") / "repo")
 
 
-def test_dvc_graph_of_the_search_and_the_searched_variant():
-    """train_searched and crossval_searched read search/best.yaml; the search reads no
-    variant; evaluate_searched reads the searched variant's models."""
-    from dvc.repo import Repo
-
-    with Repo(str(REPO_ROOT)) as repo:
-        stages = {stage.name: stage for stage in repo.index.stages}
-
-    def deps(name: str) -> tuple[set[str], set[str]]:
-        files = {str(d.def_path) for d in stages[name].deps if not hasattr(d, "params")}
-        params = {k for d in stages[name].deps if hasattr(d, "params") for k in d.params}
-        return files, params
-
-    for name in ("train_searched", "crossval_searched"):
-        assert "search/best.yaml" in deps(name)[0], name
-        assert not any(key.startswith(("variants", "search")) for key in deps(name)[1]), name
-    files, params = deps("search")
-    assert "search" in params and not any(key.startswith("variants") for key in params)
-    assert "data/prepared/val/fashion_mnist.npz" in files
-    assert not any(f.startswith("data/prepared/test/") for f in files)  # never test
-    assert "models/searched/train.json" in deps("evaluate_searched")[0]
-
-
-def cmdline(proc: psutil.Process) -> str:
-    try:
-        return " ".join(proc.cmdline())
-    except psutil.NoSuchProcess:
-        return ""
+def stage_ray(marker: str) -> list[psutil.Process]:
+    """The Ray processes the stage started with RAY_TMPDIR=marker: not the warm stage server
+    (tools/forkserver.py), which has it too when this test's stage started it."""
+    return [p for p in ray_processes(marker) if "forkserver" not in " ".join(p.cmdline())]
 
 
 def alive(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != "zombie"
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_search_leaves_no_ray_process_and_no_running_run(tiny_repo, sig):
-    """What DVC runs (tools.prefork, which passes signals on), interrupted once trials run."""
-    repo, _ = tiny_repo
+def test_an_interrupted_search_leaves_no_ray_process_and_no_running_run(searchable):
+    """What DVC runs (tools.prefork, which passes signals on), stopped once a trial runs:
+    SIGTERM (`dvc queue kill`, tools.ray_repro's stop), which the stage's handler turns into
+    the KeyboardInterrupt Ctrl-C raises; from there both take the same way out."""
+    repo, sig = searchable, signal.SIGTERM
     marker = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's sockets need a short path
     env = pipeline_env(DATA_MIRRORS="", RAY_TMPDIR=marker)
     cmd = [sys.executable, "-m", "tools.prefork", "stages.search"]
@@ -178,20 +132,19 @@ def test_an_interrupted_search_leaves_no_ray_process_and_no_running_run(tiny_rep
         lines.append(line)
         if " started: " in line:
             break
-    started = ray_processes(marker)
-    assert any("raylet" in cmdline(p) for p in started), lines
+    started = stage_ray(marker)
+    assert any("raylet" in " ".join(p.cmdline()) for p in started), lines
     proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=90)
     assert proc.returncode == 128 + sig, "".join(lines) + rest
-    deadline = time.monotonic() + 10
-    while ray_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not ray_processes(marker)
-    assert not [p.pid for p in started if alive(p)]
+    # The stage returned after ray.shutdown(), which waits for the processes it started.
+    _, alive_ = psutil.wait_procs(started, timeout=10)
+    assert not [p.pid for p in alive_ if alive(p)]
+    assert not stage_ray(marker)
+    shutil.rmtree(marker, ignore_errors=True)
     runs = search_runs(repo)
     searches = [r for r in runs if r.data.tags["stage"] == "search"]
     assert searches[-1].info.status == "KILLED"  # this one's run
-    shutil.rmtree(marker)
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
 
 
@@ -224,33 +177,35 @@ def fail_if_called(*args, **kwargs):
     ],
 )
 def test_a_bad_search_setting_fails_in_one_line_naming_it_before_ray_starts(
-    params, monkeypatch, capsys, change, message
+    params, tmp_path, monkeypatch, capsys, change, message
 ):
+    """Whether params.yaml's validation or the search's own check (check_space: each value
+    as a variant field) catches it, the stage says so in one line, before data or Ray."""
     for key, value in change.items():
         if key == "space":
             params["search"]["space"].update(value)
         else:
             params["search"][key] = value
-    with pytest.raises(ConfigError, match="^" + re.escape(message)):
-        search_settings(params)
-    monkeypatch.setattr(search_stage, "load_params", lambda: params)
-    monkeypatch.setattr(search_stage, "start_ray", fail_if_called)
-    monkeypatch.setattr(search_stage, "load_split", fail_if_called)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(search_stage, "load_params", lambda: load_params(tmp_path))
+    monkeypatch.setattr(search_run, "start_ray", fail_if_called)
+    monkeypatch.setattr(search_run, "load_split", fail_if_called)
+    monkeypatch.setattr(search_run, "search_run", fail_if_called)  # its MLflow run
     with pytest.raises(SystemExit) as exited:
         run_stage(search_stage.main)
     err = capsys.readouterr().err
     assert exited.value.code == 1 and err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not ray.is_initialized()
-    assert issubclass(ConfigError, StageError)
 
 
-def test_the_searched_variant_needs_the_search_first(params, tmp_path):
-    from stages.params import resolve_variant, searched_entry, study_variants
-
-    with pytest.raises(
-        ConfigError, match=re.escape("search/best.yaml: not found; run `dvc repro search`")
-    ):
+def test_the_searched_variant_needs_the_search_first(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("not found; run `dvc repro search`")):
         searched_entry(tmp_path)
-    assert study_variants(params)[-1] == params["search"]["variant"] == "searched"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(read_params()))
+    params = load_params(tmp_path)  # no search/best.yaml here
+    assert params.study_variants()[-1] == params.search.variant == "searched"
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path}/search/best.yaml: not found")):
+        params.variant("searched")
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
-        resolve_variant(params, "nope")
+        params.variant("nope")
+    assert issubclass(ConfigError, StageError)

@@ -9,17 +9,18 @@ import copy
 import os
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import ray
+import yaml
 from conftest import fashion_arrays
 
-from stages.search import run_search
+from study.config.params import Params, load_params
+from study.search.run import run_search
+from study.search.tune import Records
 
 pytestmark = pytest.mark.slow
 ENDED = {"FINISHED", "FAILED", "KILLED"}
@@ -71,18 +72,28 @@ def on_cluster(cluster, data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", c.address)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # MLflow's artifacts
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return data_root
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    yield data_root
+    # The stage's setup_mlflow set MLflow's URI and experiment (and MLFLOW_EXPERIMENT_ID).
+    mlflow.set_tracking_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None
+    if experiment is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment
 
 
-def searched(params: dict, **search) -> dict:
+def searched(params: dict, root: Path, patience: int = 10, **search) -> Params:
+    """params.yaml with a tiny search (and `search` over it), as root/params.yaml."""
     p = copy.deepcopy(params)
-    p["train"]["defaults"]["steps_per_execution"] = 8
+    p["train"]["defaults"].update(steps_per_execution=8, patience=patience)
     tiny = {
         "trials": 4, "startup_trials": 2, "max_epochs": 3, "grace_period": 1,
         "reduction_factor": 2, "concurrent": 2, "time_limit_s": 120, "metric": "val_loss",
     }  # fmt: skip
     p["search"].update({**tiny, **search})
-    return p
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    return load_params(root)
 
 
 def trial_runs() -> list:
@@ -97,50 +108,60 @@ def configs(stats: dict) -> list[dict]:
 
 
 def test_same_seed_one_trial_at_a_time_proposes_the_same_trials(cluster, on_cluster, params):
+    """A random trial, then TPE's: the same proposals and ASHA decisions both times. Each
+    trial's MLflow run ends as its outcome says (ASHA's stops: KILLED after one epoch)."""
     c, worker = cluster
-    p = searched(params, concurrent=1, max_epochs=2)
-    first = configs(run_search(p, on_cluster))
+    p = searched(params, on_cluster, trials=2, startup_trials=1, concurrent=1, max_epochs=2)
+    stats = run_search(p, on_cluster)
+    first = configs(stats)
     assert not ray.is_initialized()  # disconnected from the cluster, which still runs
     assert c.head_node.any_processes_alive() and worker.any_processes_alive()
+    runs = trial_runs()
     second = configs(run_search(p, on_cluster))
-    assert len(first) == 4 and first == second
-    assert len({str(config) for config in first}) == 4
+    assert len(first) == 2 and first == second
+    assert len({str(config) for config in first}) == 2
     assert (on_cluster / "search" / "best.yaml").is_file()
+    assert stats["stopped_early"] >= 1 and stats["completed"] >= 1  # with these seeds
+    assert stats["completed"] + stats["stopped_early"] == 2 and len(runs) == 2
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for run in runs:
+        tags = run.data.tags
+        stopped = tags["outcome"] == "stopped_early"
+        assert tags["asha_stopped"] == str(stopped).lower()
+        assert run.info.status == ("KILLED" if stopped else "FINISHED")
+        epochs = len(client.get_metric_history(run.info.run_id, "val_loss"))
+        assert epochs == (1 if stopped else 2)  # grace_period 1, max_epochs 2
+    assert sum(r.data.tags["asha_stopped"] == "true" for r in runs) == stats["stopped_early"]
 
 
-def test_a_search_survives_losing_the_worker_node(cluster, on_cluster, params):
-    """Trials long enough (30 epochs, no ASHA stop) that one is training on the worker node
-    when the node goes: Ray runs it again on the head, and its lost run ends KILLED."""
+def test_a_search_survives_losing_the_worker_node(cluster, on_cluster, params, monkeypatch):
+    """Two trials at once, one per node (10 epochs, no ASHA or early stop); the worker node is
+    removed as soon as the driver gets an epoch of the trial training there: Ray runs that
+    trial again on the head, and its lost run ends KILLED."""
     c, worker = cluster
-    p = searched(params, max_epochs=30, grace_period=30, max_failures=3)
+    epochs = 10
+    p = searched(
+        params, on_cluster, patience=epochs, trials=2, max_epochs=epochs, grace_period=epochs,
+        max_failures=3,
+    )  # fmt: skip
     lost: dict = {}
+    on_result = Records.on_trial_result
 
-    def remove_worker_once_a_trial_trains_there() -> None:
-        client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                runs = [r for r in trial_runs() if r.data.tags["ray_node_id"] == worker.node_id]
-            except Exception:  # the experiment does not exist yet
-                runs = []
-            training = [r for r in runs if r.info.status == "RUNNING" and r.data.metrics]
-            if training:
-                c.remove_node(worker, allow_graceful=False)
-                lost["run"] = training[0].info.run_id
-                lost["status"] = client.get_run(lost["run"]).info.status
-                return
-            time.sleep(0.1)
+    def remove_worker_once_a_trial_trains_there(self, iteration, trials, trial, result, **info):
+        on_result(self, iteration, trials, trial, result, **info)
+        if not lost and result.get("node_id") == worker.node_id:
+            client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+            experiment = client.get_experiment_by_name("keras-regularization").experiment_id
+            (run,) = client.search_runs([experiment], f"tags.trial_id = '{trial.trial_id}'")
+            lost.update(run=run.info.run_id, status=run.info.status)
+            c.remove_node(worker, allow_graceful=False)
 
-    killer = threading.Thread(target=remove_worker_once_a_trial_trains_there)
-    killer.start()
-    try:
-        stats = run_search(p, on_cluster)
-    finally:
-        killer.join()
+    monkeypatch.setattr(Records, "on_trial_result", remove_worker_once_a_trial_trains_there)
+    stats = run_search(p, on_cluster)
     assert lost.get("status") == "RUNNING", "no trial was training on the worker node"
-    assert stats["trials"] == 4 and stats["failed"] == 0 and stats["completed"] == 4
+    assert stats["trials"] == 2 and stats["failed"] == 0 and stats["completed"] == 2
     retried = [r for r in stats["trial_records"].values() if r["attempts"] > 1]
-    assert retried and all(len(r["results"]) == 30 for r in retried)
+    assert retried and all(len(r["results"]) == epochs for r in retried)
     runs = trial_runs()
     assert {run.info.status for run in runs} <= ENDED
     # trials ran on both nodes: the lost one on the worker, its second attempt on the head

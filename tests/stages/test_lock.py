@@ -9,7 +9,7 @@ import subprocess
 
 from conftest import dvc
 
-from stages.params import REPO_ROOT
+from study.config.paths import REPO_ROOT
 
 # What `dvc status` may say on a fresh clone: its data and outputs are not there yet.
 ABSENT = ("deleted", "not in cache")

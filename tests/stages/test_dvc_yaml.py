@@ -1,0 +1,340 @@
+"""dvc.yaml's dependency graph: every stage depends on the code it runs, on its own data and on
+the params it reads, and on nothing more, so an edit reruns exactly the stages it can change."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import study_copy
+from pydantic import BaseModel
+
+from study.config.base import Strict
+from study.config.code import module_files
+from study.config.params import Params, load_params
+from study.config.paths import PREPARED_DIR, REPO_ROOT, SPLITS, split_path
+
+# The warm stage runner: it changes no result, so dvc.yaml documents it as not a dependency.
+RUNNER = "tools.prefork"
+PACKAGES = ("stages", "study")  # first-party code a stage can run
+
+
+def dvc_stages() -> dict[str, dict[str, Any]]:
+    """Stage name -> its definition (a foreach stage's `do:` block, one per stage group)."""
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def stage_module(cmd: str) -> str:
+    """The module a stage runs: `python -m M ...`, or the stage behind `-m tools.prefork M`."""
+    args = shlex.split(cmd)
+    module = args[args.index("-m") + 1]
+    return args[args.index(module) + 1] if module == RUNNER else module
+
+
+def code_deps(module: str) -> set[str]:
+    """What dvc.yaml must list for a stage running `module`: its file, and the study/ package
+    directory of every first-party module it imports, directly or not."""
+    deps = set()
+    for path in module_files(module):
+        rel = path.relative_to(REPO_ROOT)
+        if rel.name == "__init__.py" and len(rel.parts) == 2:  # stages/ or study/ itself
+            continue  # checked to hold no code: test_top_level_package_files_run_no_code
+        deps.add(rel.as_posix() if rel.parts[0] == "stages" else "/".join(rel.parts[:2]))
+    return deps
+
+
+def test_stage_module_finds_the_module_behind_the_runner():
+    assert stage_module("python -m tools.prefork stages.train ${key}") == "stages.train"
+    assert stage_module("python -m stages.fetch") == "stages.fetch"
+    assert code_deps("stages.crossval") >= {"stages/crossval.py", "study/evaluation"}
+
+
+def test_top_level_package_files_run_no_code():
+    """stages/__init__.py and study/__init__.py are in no stage's deps: a docstring at most."""
+    import ast
+
+    for package in PACKAGES:
+        body = ast.parse((REPO_ROOT / package / "__init__.py").read_text()).body
+        code = body[1:] if body and ast.get_docstring(ast.Module(body, [])) else body
+        assert not code, f"{package}/__init__.py runs code: list it in dvc.yaml"
+
+
+def test_every_stage_depends_on_exactly_the_code_it_runs():
+    """A stage's code deps are its module's file and the study/ packages it imports, at
+    top level or inside functions, transitively: editing any of them makes the stage stale,
+    and no other code edit does."""
+    wrong = {}
+    for name, stage in dvc_stages().items():
+        module = stage_module(stage["cmd"])
+        assert module.startswith("stages."), name
+        declared = {dep for dep in stage["deps"] if dep.split("/")[0] in PACKAGES}
+        needed = code_deps(module)
+        if declared != needed:
+            wrong[name] = {"missing": sorted(needed - declared), "extra": sorted(declared - needed)}
+    assert not wrong, f"dvc.yaml code deps differ from the imports: {wrong}"
+
+
+def test_prepare_writes_one_file_per_split_and_dataset():
+    from study.config.variant import DATASETS
+
+    outs = dvc_stages()["prepare"]["outs"]
+    assert sorted(outs) == sorted(
+        str(split_path(PREPARED_DIR, s, d)) for s in SPLITS for d in DATASETS
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved() -> tuple[Params, dict[str, dict[str, Any]]]:
+    """main's params, and each stage as DVC resolves it: its file deps and declared params."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO_ROOT)) as repo:
+        stages = {
+            stage.name: {
+                "files": {str(d.def_path) for d in stage.deps if not hasattr(d, "params")},
+                "params": [k for d in stage.deps if hasattr(d, "params") for k in d.params],
+            }
+            for stage in repo.index.stages
+        }
+    return load_params(), stages
+
+
+def data_files(files: set[str]) -> set[str]:
+    return {f for f in files if f.startswith(("data/", "models/", "search/", "variants/"))}
+
+
+def test_each_variant_stage_depends_on_its_own_dataset_config_and_models_only(resolved):
+    """As DVC resolves the foreach stages: train@V reads V's merged config variants/V.json
+    and V's dataset's train and val files, crossval_<D>@V the same (D: V's dataset),
+    evaluate@V its test file and models/V; the search and the searched variant's stages
+    search.dataset's files, the search never test."""
+    params, stages = resolved
+    wrong = {}
+
+    def check(stage: str, expected: set[str]) -> None:
+        actual = data_files(stages[stage]["files"])
+        if actual != expected:
+            wrong[stage] = {
+                "missing": sorted(expected - actual),
+                "extra": sorted(actual - expected),
+            }
+
+    for name in params.variants:
+        dataset = params.variants[name].dataset
+        own = {s: str(split_path(PREPARED_DIR, s, dataset)) for s in SPLITS}
+        check(f"train@{name}", {own["train"], own["val"], f"variants/{name}.json"})
+        check(f"evaluate@{name}", {own["test"], f"models/{name}"})
+    for dataset, listed in params.crossval.variants.items():
+        for name in listed:
+            assert params.variants[name].dataset == dataset
+            own = {s: str(split_path(PREPARED_DIR, s, dataset)) for s in SPLITS}
+            check(f"crossval_{dataset}@{name}", {own["train"], own["val"], f"variants/{name}.json"})
+    searched = {s: str(split_path(PREPARED_DIR, s, params.search.dataset)) for s in SPLITS}
+    check("search", {searched["train"], searched["val"]})
+    check("train_searched", {searched["train"], searched["val"], "search/best.yaml"})
+    check("evaluate_searched", {searched["test"], f"models/{params.search.variant}"})
+    assert not wrong, wrong
+
+
+def test_crossval_stages_exist_exactly_for_the_listed_variants(resolved):
+    params, stages = resolved
+    crossval = {name for name in stages if name.startswith("crossval")}
+    listed = params.crossval.variants
+    assert crossval == {f"crossval_{d}@{v}" for d, names in listed.items() for v in names}
+    groups = {name for name in dvc_stages() if name.startswith("crossval")}
+    assert groups == {f"crossval_{dataset}" for dataset in listed}  # one per binary dataset
+
+
+def test_the_search_and_the_variants_configs_are_read_by_their_own_stages_only(resolved):
+    """The search reads no variant (a variant's edit leaves it and the searched variant up to
+    date); the searched variant's stages read search/best.yaml, not the search's params (a
+    search edit reruns the search only, then them if best.yaml changed); a listed variant's
+    config reaches its stages through variants/<name>.json, which the variants stage merges:
+    no stage but that one (and compare's list) reads `variants` or train's defaults and
+    presets."""
+    _, stages = resolved
+    search = stages["search"]["params"]
+    assert "search" in search and not any(k.startswith("variants") for k in search)
+    for name in ("train_searched", "evaluate_searched"):
+        keys = stages[name]["params"]
+        assert not any(k.startswith(("variants", "search")) for k in keys), name
+    assert set(stages["variants"]["params"]) == {"train.defaults", "train.presets", "variants"}
+    for name, stage in stages.items():
+        if name.startswith(("train@", "crossval_", "evaluate")):
+            keys = stage["params"]
+            assert not any(k.startswith(("variants", "train.defaults", "train.presets"))
+                           or k == "train" for k in keys), name  # fmt: skip
+    assert "variants" in stages["compare"]["params"]  # the list of variants it reports
+
+
+# Which params a stage reads: its main() run in-process in a copy of the tiny study, with
+# every read of a field of params.yaml's models recorded by its dotted key.
+class Reads:
+    """Reads of the fields of one Params object and of the models inside it, by dotted key.
+
+    A variant's merged config (Params.variant) counts as a read of what it was merged from
+    once the stage reads one of its fields: a stage that only checks the name exists (and
+    trains variants/<name>.json) does not depend on it."""
+
+    def __init__(self, params: Params) -> None:
+        self.paths: dict[int, str] = {id(params): ""}
+        self.merged: dict[int, set[str]] = {}  # a Variant's id -> the keys it was made from
+        self.keys: set[str] = set()
+        self.into: set[str] | None = None  # while Params.variant merges: its own reads
+
+    def seen(self, model: BaseModel, name: str, value: Any) -> None:
+        keys = self.keys if self.into is None else self.into
+        if id(model) in self.merged:
+            keys |= self.merged[id(model)]
+            return
+        path = self.paths.get(id(model))
+        if path is None:
+            return
+        key = f"{path}.{name}" if path else name
+        if name.startswith("model_dump"):  # the whole model
+            keys.add(path)
+        elif name not in type(model).model_fields:
+            return
+        elif isinstance(value, BaseModel):
+            self.paths[id(value)] = key
+        elif (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, BaseModel) for v in value.values())
+        ):  # variants, train.presets: a read is the entry's
+            self.paths.update({id(v): f"{key}.{k}" for k, v in value.items()})
+        else:
+            keys.add(key)
+
+
+@contextmanager
+def recording(monkeypatch, root: Path) -> Iterator[tuple[Any, list[Reads]]]:
+    """A load_params for stages, whose Params' field reads are recorded into Reads."""
+    reads: list[Reads] = []
+    merge = Params.variant
+
+    def getattribute(self: BaseModel, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        for r in reads:
+            r.seen(self, name, value)
+        return value
+
+    def variant(self: Params, name: str) -> Any:
+        for r in reads:
+            r.into = set()
+        try:
+            cfg = merge(self, name)
+        finally:
+            for r in reads:
+                r.merged[id(cfg)] = r.merged.get(id(cfg), set()) | r.into
+                r.into = None
+        return cfg
+
+    def load() -> Params:
+        params = load_params(root)
+        params._resolved = {}  # load_params resolved every variant: the stage resolves its own
+        reads.append(Reads(params))
+        return params
+
+    monkeypatch.setattr(Strict, "__getattribute__", getattribute, raising=False)
+    monkeypatch.setattr(Params, "variant", variant)
+    yield load, reads
+
+
+def test_reads_are_recorded_by_key_and_a_merged_variant_only_when_used(monkeypatch):
+    with recording(monkeypatch, REPO_ROOT) as (load, reads):
+        params = load()
+        assert params.crossval.folds >= 2
+        params.variant("dropout")  # its name checked, its config unused
+        assert params.variant("baseline").units > 0  # merged from its entry and defaults
+        params.evaluate.model_dump()
+    assert reads[0].keys == {"crossval.folds", "variants.baseline", "train.defaults", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def tiny(built_study, tmp_path_factory) -> Path:
+    return study_copy(built_study, tmp_path_factory.mktemp("dvc_yaml") / "repo")
+
+
+@pytest.fixture
+def mlflow_restored():
+    """The stages set MLflow's tracking URI and experiment, also in os.environ: put them back."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    saved = {name: os.environ.get(name) for name in names}
+    experiment = fluent._active_experiment_id
+    yield
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+    fluent._active_experiment_id = experiment
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+# What a stage's main() reads without it being a dependency (and why).
+NOT_DEPENDENCIES = {
+    # which crossval stages exist (dvc.yaml's foreach): a variant's results do not change
+    # when another one is listed; crossval refuses a variant that is not listed
+    "crossval.variants",
+    # the study's variant names, for tidy() (which backups nobody will resume: no result of
+    # the stage), and compared with the variant's name (a listed variant is never the
+    # searched one: load_params refuses a search.variant among the variants)
+    "search.variant",
+}
+
+
+@pytest.mark.parametrize(
+    ("stage", "args"),
+    [
+        ("fetch", []),
+        ("prepare", []),
+        ("variants", []),
+        ("train@thoracic_bce", ["thoracic_bce"]),
+        ("crossval_thoracic@thoracic_bce", ["thoracic_bce"]),
+        ("evaluate@thoracic_bce", ["thoracic_bce"]),
+    ],
+)
+def test_a_stage_lists_exactly_the_params_it_reads(
+    stage, args, tiny, monkeypatch, mlflow_restored, capsys
+):
+    """Each key read is under a declared param (its edit reruns the stage), and each declared
+    param is read (its edit reruns nothing needlessly). In the tiny study's copy: the
+    declared params as DVC resolves the stage there."""
+    from dvc.repo import Repo
+
+    with Repo(str(tiny)) as repo:
+        (resolved_stage,) = [s for s in repo.index.stages if s.name == stage]
+        declared = [k for d in resolved_stage.deps if hasattr(d, "params") for k in d.params]
+    name = stage.split("@")[0].removesuffix("_thoracic")
+    module = importlib.import_module(f"stages.{name}")
+    monkeypatch.setenv("DVC_ROOT", str(tiny))  # the MLflow store and backups: the copy's
+    monkeypatch.delenv("DATA_MIRRORS", raising=False)
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    monkeypatch.setattr(module, "REPO_ROOT", tiny)
+    with recording(monkeypatch, tiny) as (load, reads):
+        monkeypatch.setattr(module, "load_params", load)
+        module.main()
+    capsys.readouterr()
+    (record,) = reads
+    keys = record.keys - NOT_DEPENDENCIES
+    assert keys, "nothing recorded"
+
+    def under(key: str, other: str) -> bool:
+        return key == other or key.startswith(other + ".")
+
+    unlisted = sorted(k for k in keys if not any(under(k, d) for d in declared))
+    unread = sorted(d for d in declared if not any(under(k, d) or under(d, k) for k in keys))
+    assert not unlisted and not unread, {"read, not listed": unlisted, "listed, not read": unread}
