@@ -34,7 +34,7 @@ import numpy as np
 
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, MODELS_DIR, PREPARED_DIR, REPO_ROOT, split_path
-from study.data.formats import load_split
+from study.io.splits import load_split
 
 # |reported - recomputed| allowed: metrics files hold 6 digits; the data loss differs in how
 # predictions are clipped away from 0 and 1 (Keras: 1e-7; scikit-learn: float32's eps).

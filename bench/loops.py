@@ -26,7 +26,7 @@ from typing import Any
 from study.config.params import load_params
 from study.config.paths import PREPARED_DIR, split_path
 from study.config.variant import Variant
-from study.data.formats import load_split
+from study.io.splits import load_split
 
 
 def notebook(cfg: Variant, train: tuple, val: tuple, out: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import numpy as np
 from study.config.params import Params, load_params
 from study.config.paths import PREPARED_DIR, REPO_ROOT, split_path
 from study.config.variant import Variant
-from study.data.formats import load_split
+from study.io.splits import load_split
 
 HOLDOUT = 0.1  # of the training images
 Split = tuple[np.ndarray, np.ndarray]

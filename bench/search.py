@@ -43,7 +43,7 @@ from study.config.params import Params, load_params, resolve_entry
 from study.config.paths import PREPARED_DIR, REPO_ROOT, split_path
 from study.config.raw import read_params
 from study.config.variant import Variant
-from study.data.formats import load_split, save_split
+from study.io.splits import load_split, save_split
 
 GRID_VARIANT = "dropout"
 UNITS, DEPTHS = (32, 64, 128, 256), (1, 2, 3)

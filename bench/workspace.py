@@ -30,7 +30,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 # Results main keeps in git (cache: false outputs): a copy makes its own.
-RESULTS = ("metrics/", "plots/", "reports/", "search/")
+RESULTS = ("metrics/", "plots/", "reports/", "search/", "variants/")
 
 
 def copy_repo(dest: Path) -> Path:

@@ -15,7 +15,7 @@ import json
 from study.config.cli import run_stage
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, MODELS_DIR, REPO_ROOT, REPORTS_DIR
-from study.data.formats import write_atomic
+from study.io.files import write_atomic
 from study.reports import champions
 from study.reports.chart import plot_chart
 from study.reports.compare import collect, read_metrics, to_markdown, write_plot_csv

@@ -4,7 +4,7 @@ beside a logistic regression and the majority class on the same folds.
 Usage: python -m stages.crossval VARIANT   (dvc.yaml: crossval_<dataset>@<variant>, for the
 variants listed in crossval.variants)
 Writes metrics/crossval/<variant>.json: per model (variant, logistic, majority) the mean and sd
-over the folds of AUC, balanced accuracy and accuracy (study/evaluation/crossval.py).
+over the folds of AUC, balanced accuracy and accuracy (study/crossval/folds.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from study.config.cli import name_arg, run_stage
 from study.config.errors import ConfigError
 from study.config.params import load_params, variant_config
 from study.config.paths import METRICS_DIR, PREPARED_DIR, REPO_ROOT
-from study.data.formats import write_atomic
-from study.evaluation.crossval import crossval_scores, non_test_rows
+from study.crossval.folds import crossval_scores, non_test_rows
+from study.io.files import write_atomic
 from study.training.fitting import configure_tf
 
 

@@ -21,13 +21,14 @@ from study.config.paths import (
     REPO_ROOT,
     split_path,
 )
-from study.data.formats import load_split, write_atomic
 from study.evaluation.evaluate import (
     confusion_csv,
     evaluate_variant,
     log_evaluation,
     read_train_summary,
 )
+from study.io.files import write_atomic
+from study.io.splits import load_split
 from study.tracking.store import setup_mlflow
 from study.training.backups import tidy
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from study.config.cli import run_stage
 from study.config.params import config_json, load_params
 from study.config.paths import REPO_ROOT, VARIANTS_DIR
-from study.data.formats import write_atomic
+from study.io.files import write_atomic
 
 
 def main() -> None:

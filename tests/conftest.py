@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import gzip
-import shutil
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from filelock import FileLock
 
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
@@ -45,7 +44,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 # loadfile); a worker takes the next module in this order. The slowest first, so the two
 # workers finish close together.
 SLOWEST_FIRST = (
-    "test_team_e2e", "test_pipeline_e2e", "test_ray_repro", "test_search_cluster", "test_search",
+    "test_team_e2e", "test_search_cluster", "test_pipeline_e2e", "test_ray_repro", "test_search",
 )  # fmt: skip
 
 

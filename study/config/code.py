@@ -2,7 +2,7 @@
 directly or not, inside functions too (read from the source, nothing is imported).
 
 A training's resume key hashes the files its weights come from (study.training.train and what
-it imports), and tests/test_dvc_yaml.py checks dvc.yaml's code deps against the packages a
+it imports), and tests/stages/test_dvc_yaml.py checks dvc.yaml's code deps against the packages a
 stage imports."""
 
 from __future__ import annotations

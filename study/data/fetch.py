@@ -17,7 +17,8 @@ from pathlib import Path
 from study.config.errors import DataError, StageError
 from study.config.paths import project_root
 from study.config.sections import Fetch
-from study.data.formats import decompress_if_gzip, write_atomic
+from study.data.raw import decompress_if_gzip
+from study.io.files import write_atomic
 
 MIRRORS_ENV = "DATA_MIRRORS"
 HOW_TO_GET = (

@@ -14,7 +14,8 @@ from sklearn.model_selection import train_test_split
 
 from study.config.errors import ConfigError, DataError
 from study.config.sections import Prepare, PrepareFashion, PrepareThoracic, ThoracicFeatures
-from study.data.formats import read_idx, read_thoracic_csv, save_split
+from study.data.raw import read_idx, read_thoracic_csv
+from study.io.splits import save_split
 
 FASHION_FILES = {
     "train_x": "train-images-idx3-ubyte",

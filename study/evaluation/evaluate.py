@@ -17,7 +17,8 @@ from study.config.sections import Evaluate
 from study.config.variant import N_CLASSES, Variant
 from study.evaluation.diagnostics import activation_histograms, diagnose
 from study.evaluation.figures import confusion_matrix_figure
-from study.evaluation.scoring import finite, score_model, seeds_spread
+from study.evaluation.scoring import score_model, seeds_spread
+from study.io.files import finite
 from study.tracking.lineage import split_inputs
 from study.tracking.tags import config_hash, project_run_id, provenance_tags
 from study.training.model import binary, encode_labels

@@ -3,35 +3,22 @@ balanced accuracy for binary datasets); and the spread of such scores across see
 
 A diverged model (non-finite outputs) still gets a score: its accuracy is what its predictions
 give, the scores that need finite outputs are null with the reason beside them, and
-`diverged` is true. Metrics files stay valid JSON (finite(): never NaN or inf).
+`diverged` is true. Metrics files stay valid JSON (study.io.files.finite: never NaN or inf).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from study.config.variant import Variant
+from study.io.files import finite
 from study.training.model import binary, class_probabilities, encode_labels
 
-METRIC_DIGITS = 6  # rounding keeps metrics files stable and readable
 # Scores the spread across seeds covers: the diagnostics and penalty are the first seed's only.
 SPREAD_METRICS = ("accuracy", "loss", "auc", "balanced_accuracy")
 DIVERGED = "the model's outputs are not finite (its training diverged)"
-
-
-def finite(value: Any) -> Any:
-    """value with every float rounded to METRIC_DIGITS and every NaN or inf made None,
-    in nested dicts and lists too: what a metrics file may hold."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return round(float(value), METRIC_DIGITS) if math.isfinite(value) else None
-    return value
 
 
 def score_model(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from study.data.formats import write_atomic
+from study.io.files import write_atomic
 from study.reports.crossval import CV_COLUMNS, crossval_markdown, cv_fields
 from study.reports.seeds import SEED_COLUMNS, seed_fields, seeds_markdown
 

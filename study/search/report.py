@@ -16,7 +16,7 @@ from study.config.errors import StageError
 from study.config.params import Params
 from study.config.paths import METRICS_DIR, REPORTS_DIR, SEARCH_BEST
 from study.config.search import Search
-from study.data.formats import write_atomic
+from study.io.files import write_atomic
 from study.search.space import is_log, searched_variant
 
 # What the stage writes, relative to the repository (dvc.yaml's search outs and metrics).

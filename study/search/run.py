@@ -25,7 +25,7 @@ import ray
 from study.config.params import Params
 from study.config.paths import MODELS_DIR, PREPARED_DIR, REPO_ROOT, split_path
 from study.config.search import Search
-from study.data.formats import load_split
+from study.io.splits import load_split
 from study.search.report import OUTPUTS, finish
 from study.search.space import check_space
 from study.search.trial import PARENT_TAG, end_trial_runs, tag_trial_runs
@@ -55,7 +55,7 @@ def run_search(params: Params, root: Path = REPO_ROOT) -> dict[str, Any]:
     search = check_space(params)
     files = [split_path(root / PREPARED_DIR, s, search.dataset) for s in ("train", "val")]
     train, val = (load_split(path) for path in files)
-    client, spec = search_run(params, search)
+    client, spec = search_run(params, search, root)
     # The trials' inputs (the split files), built once here: a trial's node may not hold them.
     spec["inputs"] = split_inputs(list(zip(files, (train, val), strict=True)))
     experiment_id, run_id = spec["experiment_id"], spec["parent_run_id"]
@@ -88,7 +88,7 @@ def run_search(params: Params, root: Path = REPO_ROOT) -> dict[str, Any]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def search_run(params: Params, search: Search) -> tuple[Any, dict[str, Any]]:
+def search_run(params: Params, search: Search, root: Path) -> tuple[Any, dict[str, Any]]:
     """Start the search's MLflow run; (client, what every trial needs from the driver).
 
     The store and experiment exist before any trial uses them (setup_mlflow): trials
@@ -97,7 +97,7 @@ def search_run(params: Params, search: Search) -> tuple[Any, dict[str, Any]]:
 
     mlflow = setup_mlflow(params.mlflow)
     client = mlflow.MlflowClient()
-    tidy(client, set(params.study_variants()), REPO_ROOT / MODELS_DIR)
+    tidy(client, set(params.study_variants()), root / MODELS_DIR)
     experiment_id = client.get_experiment_by_name(params.mlflow.experiment).experiment_id
     tags = {"stage": "search", **provenance_tags()}
     project = project_run_id()  # under `mlflow run`: a child of the project's run

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from study.config.paths import REPO_ROOT
-from study.data.formats import file_md5
+from study.io.files import file_md5
 
 # Contexts of a split file, as the runs use them (MLflow's mlflow.data.context input tag).
 CONTEXTS = {"train": "training", "val": "validation", "test": "evaluation"}

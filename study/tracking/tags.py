@@ -13,7 +13,7 @@ from typing import Any
 
 from study.config.paths import REPO_ROOT
 from study.config.variant import Variant
-from study.data.formats import file_sha256
+from study.io.files import file_sha256
 
 # Pathspecs that do not count as source changes for the git_dirty tag: what DVC writes
 # during a repro (dvc.lock, and the stages' outputs that live in git: cache: false).

@@ -27,7 +27,7 @@ from study.config.code import module_files
 from study.config.errors import StageError
 from study.config.paths import BACKUP_DIR, REPO_ROOT, project_root
 from study.config.variant import Variant
-from study.data.formats import file_sha256
+from study.io.files import file_sha256
 
 STATE_FILE = "training_state.json"
 LOCK_FILE = "lock"

@@ -25,7 +25,7 @@ from typing import Any
 
 import keras
 
-from study.data.formats import write_atomic
+from study.io.files import write_atomic
 from study.training.backups import STATE_FILE, read_state
 
 SAFE_BEST = "best.safe.keras"

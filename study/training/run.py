@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from study.config.variant import Variant
-from study.data.formats import write_atomic
+from study.io.files import write_atomic
 from study.tracking.keras_log import RunLogger, log_checkpoints, log_missing_epochs
 from study.tracking.lineage import split_inputs
 from study.tracking.tags import flat_config, project_run_id, run_tags
@@ -82,7 +82,7 @@ def train_seeds(
     metrics sampled every system_metrics_s seconds, unless None); their summaries."""
     import keras
 
-    from study.data.formats import load_split
+    from study.io.splits import load_split
 
     train, val = (load_split(path) for path in jobs[0].split_files)
     parent = project_run_id()

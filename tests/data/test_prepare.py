@@ -20,7 +20,6 @@ from study.config.sections import (
     ThoracicFeatures,
 )
 from study.config.validation import validate
-from study.data.formats import decompress_if_gzip, load_split
 from study.data.prepare import (
     FASHION_FILES,
     encode_features,
@@ -29,6 +28,8 @@ from study.data.prepare import (
     split_rows,
     split_thoracic,
 )
+from study.data.raw import decompress_if_gzip
+from study.io.splits import load_split
 
 RAW_FEATURES = {"drop_columns": [], "one_hot_columns": []}
 THORACIC = {"val_fraction": 0.15, "test_fraction": 0.15, "standardize": True, **RAW_FEATURES}

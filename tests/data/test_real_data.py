@@ -11,8 +11,8 @@ import pytest
 from study.config.params import load_params
 from study.config.paths import REPO_ROOT
 from study.data.fetch import fetch_file, sources_for
-from study.data.formats import parse_idx, read_thoracic_csv
 from study.data.prepare import split_rows, split_thoracic
+from study.data.raw import parse_idx, read_thoracic_csv
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 THORACIC_CSV = REPO_ROOT.parent / "shared" / "data" / "ThoraricSurgery.csv"

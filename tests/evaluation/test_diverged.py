@@ -34,11 +34,11 @@ from study.config.paths import (
 from study.config.raw import read_params
 from study.config.sections import Crossval, Evaluate
 from study.config.variant import Variant
-from study.data.formats import load_split
-from study.evaluation.crossval import crossval_scores, summarize
+from study.crossval.folds import crossval_scores, summarize
 from study.evaluation.diagnostics import activation_histograms, diagnose
 from study.evaluation.evaluate import evaluate_variant, mlflow_metrics
 from study.evaluation.scoring import DIVERGED
+from study.io.splits import load_split
 from study.reports.compare import collect, to_markdown
 from study.reports.crossval import references
 from study.training.fitting import configure_tf

@@ -16,7 +16,6 @@ from study.config.errors import DataError
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR, split_path
 from study.config.sections import Evaluate
-from study.data.formats import load_split
 from study.evaluation.evaluate import (
     TRAIN_FACTS,
     confusion_csv,
@@ -25,6 +24,7 @@ from study.evaluation.evaluate import (
     read_train_summary,
     trained_config,
 )
+from study.io.splits import load_split
 from study.training.fitting import configure_tf
 from study.training.train import train_model
 

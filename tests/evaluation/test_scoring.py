@@ -18,7 +18,8 @@ from sklearn.metrics import (
 )
 
 from study.config.params import load_params
-from study.evaluation.scoring import finite, score_model
+from study.evaluation.scoring import score_model
+from study.io.files import finite
 from study.training.fitting import configure_tf
 from study.training.model import build_model
 

@@ -16,8 +16,8 @@ from conftest import tiny_fashion
 from tracking.isolation import STORE, experiment_id
 
 from bench.workspace import pipeline_env
-from study.config.paths import REPO_ROOT
-from study.data.formats import save_split, split_path
+from study.config.paths import REPO_ROOT, split_path
+from study.io.splits import save_split
 from study.training.backups import STATE_FILE, backup_dir, read_state
 from study.training.run import seed_trainings, train_seeds
 

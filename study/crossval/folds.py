@@ -15,8 +15,8 @@ from study.config.errors import ConfigError
 from study.config.paths import split_path
 from study.config.sections import Crossval, Logistic
 from study.config.variant import Variant
-from study.data.formats import load_split
-from study.evaluation.scoring import finite
+from study.io.files import finite
+from study.io.splits import load_split
 from study.training.fitting import fit
 from study.training.model import build_model, class_probabilities
 

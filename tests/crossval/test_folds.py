@@ -1,4 +1,4 @@
-"""study.evaluation.crossval and the crossval stage: stratified seeded folds of the non-test
+"""study.crossval.folds and the crossval stage: stratified seeded folds of the non-test
 rows, the variant refitted per fold (one model reset per fold, as a fresh one; class weights
 included), the logistic and majority reference on the same folds, the summary over the folds;
 the cross-validation settings validated up front."""
@@ -18,13 +18,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 import stages.crossval
-import study.evaluation.crossval as crossval
+import study.crossval.folds as crossval
 from study.config.errors import ConfigError
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, PREPARED_DIR, split_path
 from study.config.sections import Crossval
-from study.data.formats import load_split, save_split
-from study.evaluation.crossval import (
+from study.crossval.folds import (
     crossval_scores,
     cv_splits,
     fold_scores,
@@ -33,6 +32,7 @@ from study.evaluation.crossval import (
     summarize,
     variant_folds,
 )
+from study.io.splits import load_split, save_split
 from study.training.fitting import configure_tf, fit
 from study.training.model import build_model
 

@@ -1,91 +1,22 @@
-"""The files of the data stages: IDX (Fashion-MNIST) and the ThoracicSurgery CSV in, split
-.npz files out (and atomic writes for every stage's outputs).
+"""Parsers for the raw files: IDX (Fashion-MNIST) and the ThoracicSurgery CSV.
 
 Each parser validates its input and raises DataError naming the file.
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from study.config.errors import DataError
-from study.config.paths import split_path
 
 GZIP_MAGIC = b"\x1f\x8b"
 # IDX magic: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
 IDX_UBYTE = 0x08
 THORACIC_COLUMNS = 18  # 17 features + the 0/1 one-year-death label
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write via a temp file in the same directory + rename: no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return file_digests(path)["sha256"]
-
-
-def file_md5(path: Path) -> str:
-    """md5 of a file's bytes: what DVC records for it in dvc.lock."""
-    return file_digests(path)["md5"]
-
-
-def file_digests(path: Path) -> dict[str, str]:
-    """md5 and sha256 of a file, read once per content (a training hashes its data files for
-    its tags, its resume key and its MLflow datasets)."""
-    info = path.stat()
-    return _digests(str(path.resolve()), info.st_mtime_ns, info.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _digests(path: str, mtime_ns: int, size: int) -> dict[str, str]:
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
-
-
-def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one prepared split file."""
-    if not path.is_file():
-        raise DataError(f"{path}: prepared split not found; run `dvc repro prepare`")
-    with np.load(path) as data:
-        return data["x"], data["y"]
-
-
-def save_split(split: dict[str, tuple[np.ndarray, np.ndarray]], root: Path, dataset: str) -> None:
-    """Write the dataset's train/val/test .npz (uncompressed: loads in a fraction of a second).
-
-    The bytes depend on the arrays alone (np.savez dates every zip entry 1980-01-01, zipfile's
-    default, not the clock): DVC hashes bytes, and an unchanged dataset must stay unchanged.
-    """
-    import io
-
-    for name, (x, y) in split.items():
-        buf = io.BytesIO()
-        np.savez(buf, x=x, y=y)
-        write_atomic(split_path(root, name, dataset), buf.getvalue())
 
 
 def decompress_if_gzip(raw: bytes, name: str) -> bytes:
