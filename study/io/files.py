@@ -30,31 +30,20 @@ def write_atomic(path: Path, content: bytes) -> None:
         raise
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return file_digests(path)["sha256"]
-
-
 def file_md5(path: Path) -> str:
-    """md5 of a file's bytes: what DVC records for it in dvc.lock."""
-    return file_digests(path)["md5"]
-
-
-def file_digests(path: Path) -> dict[str, str]:
-    """md5 and sha256 of a file, read once per content (a training hashes its data files for
-    its tags, its resume key and its MLflow datasets)."""
+    """md5 of a file's bytes, what DVC records for it in dvc.lock; read once per content (a
+    training hashes its data files for its tags, its resume key and its MLflow datasets)."""
     info = path.stat()
-    return _digests(str(path.resolve()), info.st_mtime_ns, info.st_size)
+    return _md5(str(path.resolve()), info.st_mtime_ns, info.st_size)
 
 
 @functools.lru_cache(maxsize=64)
-def _digests(path: str, mtime_ns: int, size: int) -> dict[str, str]:
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
+def _md5(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.md5()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def finite(value: Any) -> Any:

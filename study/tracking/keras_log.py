@@ -72,12 +72,13 @@ def log_checkpoints(
     """
     from mlflow.models import infer_signature
 
-    ids = {}
+    ids, signature = {}, None
     for name, path in models.items():
         model = keras.saving.load_model(path, safe_mode=True)
-        sample = x_sample[:SIGNATURE_ROWS]
-        # predict_on_batch: no tf.data pipeline for two rows (see study/training/batches.py)
-        signature = infer_signature(sample, model.predict_on_batch(sample))
+        if signature is None:  # the checkpoints of one training share their architecture
+            sample = x_sample[:SIGNATURE_ROWS]
+            # predict_on_batch: no tf.data pipeline for two rows (study/training/batches.py)
+            signature = infer_signature(sample, model.predict_on_batch(sample))
         info = mlflow.keras.log_model(
             model,
             name=name,

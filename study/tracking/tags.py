@@ -13,7 +13,7 @@ from typing import Any
 
 from study.config.paths import REPO_ROOT
 from study.config.variant import Variant
-from study.io.files import file_sha256
+from study.io.files import file_md5
 
 # Pathspecs that do not count as source changes for the git_dirty tag: what DVC writes
 # during a repro (dvc.lock, and the stages' outputs that live in git: cache: false).
@@ -65,7 +65,7 @@ def run_tags(
     variant: str, cfg: Variant, seed: int, deterministic: bool, data_files: list[Path]
 ) -> dict[str, str]:
     """A training run's tags: variant, provenance, config hash, seed, library versions and
-    the sha256 of each data file."""
+    the md5 of each data file (DVC's: the one dvc.lock records)."""
     tags = {
         "variant": variant,
         "dataset": cfg.dataset,
@@ -80,7 +80,7 @@ def run_tags(
         "python_version": platform.python_version(),
     }
     for path in data_files:
-        tags[f"data_sha256.{path.parent.name}/{path.name}"] = file_sha256(path)
+        tags[f"data_md5.{path.parent.name}/{path.name}"] = file_md5(path)  # dvc.lock's
     return tags
 
 

@@ -27,7 +27,7 @@ from study.config.code import module_files
 from study.config.errors import StageError
 from study.config.paths import BACKUP_DIR, REPO_ROOT, project_root
 from study.config.variant import Variant
-from study.io.files import file_sha256
+from study.io.files import file_md5
 
 STATE_FILE = "training_state.json"
 LOCK_FILE = "lock"
@@ -46,12 +46,10 @@ def resume_key(cfg: Variant, seed: int, deterministic: bool, data_files: list[Pa
         "config": cfg.model_dump(mode="json", exclude_unset=True, exclude={"seeds"}),
         "seed": seed,
         "deterministic": deterministic,
-        "data": {f"{p.parent.name}/{p.name}": file_sha256(p) for p in data_files},
+        "data": {f"{p.parent.name}/{p.name}": file_md5(p) for p in data_files},
         "versions": {lib: version(lib) for lib in WEIGHT_LIBRARIES},
         "python": platform.python_version(),
-        "code": {
-            str(p.relative_to(REPO_ROOT)): file_sha256(p) for p in module_files(TRAINING_MODULE)
-        },
+        "code": {str(p.relative_to(REPO_ROOT)): file_md5(p) for p in module_files(TRAINING_MODULE)},
     }
     return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16]
 

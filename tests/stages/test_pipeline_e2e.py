@@ -108,7 +108,7 @@ def test_one_finished_mlflow_run_per_training_with_its_evaluations(built_study):
         for key in ("git_commit", "config_hash", "deterministic", "tensorflow_version",
                     "keras_version", "mlflow_version", "dvc_version"):  # fmt: skip
             assert tags[key], key
-        assert any(k.startswith("data_sha256.train/") for k in tags)
+        assert any(k.startswith("data_md5.train/") for k in tags)
         # dvc repro rewrote dvc.lock; the committed sources are unchanged
         assert tags["git_dirty"] == "false" and "dirty" not in tags["git_commit"]
         assert not any(k.startswith("test_") for k in run.data.metrics)
