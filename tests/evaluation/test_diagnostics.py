@@ -148,7 +148,8 @@ def test_histograms_have_one_panel_per_hidden_layer_with_thresholds():
     assert xs == pytest.approx([-0.99, 0.99])
     assert fig.axes[0].get_yscale() == "log"
     assert fig.axes[0].get_title() == "hidden_1 (4 units)"
-    assert sum(bar.get_height() for bar in fig.axes[0].patches) == 40  # every value binned
+    (stairs,) = fig.axes[0].patches  # one artist per panel
+    assert stairs.get_data().values.sum() == 40  # every value binned
     relu = activation_histograms(acts[:2], "relu", "act_relu", level=0.99)
     assert len(relu.axes) == 2
     assert [line.get_xdata()[0] for line in relu.axes[1].get_lines()] == [0.0]

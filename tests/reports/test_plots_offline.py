@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from stages.params import REPO_ROOT
 
 from bench.workspace import dvc_bin, pipeline_env
+from study.config.paths import REPO_ROOT
 from tools import vega_template
 
 # Plots of three templates: DVC's linear and confusion, and the repository's own one.

@@ -55,7 +55,7 @@ def code_deps(module: str) -> set[str]:
 def test_stage_module_finds_the_module_behind_the_runner():
     assert stage_module("python -m tools.prefork stages.train ${key}") == "stages.train"
     assert stage_module("python -m stages.fetch") == "stages.fetch"
-    assert code_deps("stages.crossval") >= {"stages/crossval.py", "study/evaluation"}
+    assert code_deps("stages.crossval") >= {"stages/crossval.py", "study/crossval"}
 
 
 def test_top_level_package_files_run_no_code():
