@@ -26,14 +26,25 @@ def hidden_layers(model: Any) -> list[Any]:
 
 def hidden_activations(model: Any, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Post-activation outputs (n, units) of each hidden layer, in inference mode (no dropout)."""
+    return predict_with_activations(model, x, batch_size)[1]
+
+
+def predict_with_activations(
+    model: Any, x: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The model's outputs on x and each hidden layer's activations, from one predict: the
+    same numbers as model.predict and a probe of the hidden layers alone (bit for bit on
+    every variant of the study here), one graph traced instead of two."""
     import keras
 
     layers = hidden_layers(model)
     if not layers:
-        return []
-    probe = keras.Model(inputs=model.inputs, outputs=[layer.output for layer in layers])
-    out = probe.predict(x, batch_size=batch_size, verbose=0)
-    return [np.asarray(a) for a in (out if isinstance(out, list | tuple) else [out])]
+        return model.predict(x, batch_size=batch_size, verbose=0), []
+    probe = keras.Model(
+        inputs=model.inputs, outputs=[layer.output for layer in layers] + model.outputs
+    )
+    *acts, outputs = probe.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(outputs), [np.asarray(a) for a in acts]
 
 
 def dead_fraction(acts: np.ndarray) -> float:
@@ -88,18 +99,20 @@ def diagnose(
     y_encoded: np.ndarray,
     batch_size: int,
     level: float,
+    acts: list[np.ndarray] | None = None,
 ) -> tuple[dict[str, float], list[np.ndarray]]:
     """Diagnostics of a variant (cfg: depth, activation, loss); {} without hidden layers.
 
     dead_fraction (relu, leaky_relu) or saturated_fraction (tanh, sigmoid) per hidden layer
     ("<name>/hidden_<i>") and over all hidden units of all layers ("<name>"), plus
     first_layer_grad_norm on the fixed batch x[:batch_size], y_encoded[:batch_size]; and the
-    hidden activations on x (for activation_histograms).
+    hidden activations on x (for activation_histograms): `acts` when the caller has them.
     """
     if cfg.depth == 0:
         return {}, []
     activation, out = cfg.activation, {}
-    acts = hidden_activations(model, x, batch_size)
+    if acts is None:
+        acts = hidden_activations(model, x, batch_size)
     if activation in DEAD_ACTIVATIONS + SATURATING_ACTIVATIONS:
         dead = activation in DEAD_ACTIVATIONS
         name = "dead_fraction" if dead else "saturated_fraction"
@@ -139,5 +152,6 @@ def activation_histograms(
         ax.set_xlabel(f"{activation} activation")
         ax.set_ylabel("count (log)")
     fig.suptitle(title)
-    fig.tight_layout()
+    # Fixed margins: tight_layout's search costs as much as drawing the figure.
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.82, wspace=0.25)
     return fig

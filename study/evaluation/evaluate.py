@@ -15,9 +15,13 @@ import numpy as np
 from study.config.errors import DataError
 from study.config.sections import Evaluate
 from study.config.variant import N_CLASSES, Variant
-from study.evaluation.diagnostics import activation_histograms, diagnose
+from study.evaluation.diagnostics import (
+    activation_histograms,
+    diagnose,
+    predict_with_activations,
+)
 from study.evaluation.figures import confusion_matrix_figure
-from study.evaluation.scoring import score_model, seeds_spread
+from study.evaluation.scoring import score_model, score_outputs, seeds_spread
 from study.io.files import finite
 from study.tracking.lineage import split_inputs
 from study.tracking.tags import config_hash, project_run_id, provenance_tags
@@ -79,18 +83,22 @@ def score_training(
     scores, preds, activations = {}, {}, []
     for which in CHECKPOINTS:
         model = keras.saving.load_model(where / f"{which}.keras", safe_mode=True)
-        scores[which], preds[which] = score_model(
-            model, x, y, cfg, settings.batch_size, settings.threshold
-        )
-        if first:
-            found, acts = diagnose(
-                model, cfg, x, encode_labels(y, cfg), diag.batch_size, diag.saturation
+        if not first:
+            scores[which], preds[which] = score_model(
+                model, x, y, cfg, settings.batch_size, settings.threshold
             )
-            if scores[which].get("diverged"):  # NaN activations are neither dead nor alive
-                found = dict.fromkeys(found)
-            scores[which] |= finite(found)
-            if which == "best":
-                activations = acts
+            continue
+        outputs, acts = predict_with_activations(model, x, settings.batch_size)
+        scores[which], preds[which] = score_outputs(
+            model, outputs, x, y, cfg, settings.batch_size, settings.threshold
+        )
+        enc = encode_labels(y, cfg)
+        found, acts = diagnose(model, cfg, x, enc, diag.batch_size, diag.saturation, acts)
+        if scores[which].get("diverged"):  # NaN activations are neither dead nor alive
+            found = dict.fromkeys(found)
+        scores[which] |= finite(found)
+        if which == "best":
+            activations = acts
     return Evaluation(trained, scores, preds["best"], activations)
 
 

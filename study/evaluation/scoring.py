@@ -32,11 +32,24 @@ def score_model(
     (evaluate()'s graph also rounds differently: 0.47372 vs 0.47348 for the baseline's
     best model on the real test split, which has no penalty at all; sklearn: 0.47346.)
     """
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    return score_outputs(model, outputs, x, y, cfg, batch_size, threshold)
+
+
+def score_outputs(
+    model: Any,
+    outputs: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: Variant,
+    batch_size: int,
+    threshold: float,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """score_model's scores of the model's `outputs` on x (the penalty needs the model)."""
     import keras
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
     target = encode_labels(y, cfg)
-    outputs = model.predict(x, batch_size=batch_size, verbose=0)
     per_example = keras.losses.get(cfg.loss)(target, outputs)
     data_loss = float(np.mean(keras.ops.convert_to_numpy(per_example)))
     probs = class_probabilities(outputs, cfg)
