@@ -14,11 +14,12 @@ forward pass); the spread across seeds with the statistics module; and from best
 val split best_val_loss (data loss + penalty: what Keras' val_loss adds up) and
 best_val_accuracy. Keras' val figures are a streaming float32 mean over batches, these a
 full-batch float64 computation: they agree within VAL_TOLERANCE, not to the last digit.
-Cross-validation (crossval.variants): the folds redrawn with scikit-learn's
-RepeatedStratifiedKFold on the train + val rows, the logistic reference refitted and the
-majority class counted on each, their mean and sd with the statistics module; the network's
-folds are not refitted (its figures are only checked to be there).
-One line per variant, the largest difference per metric, and a final summary line.
+Cross-validation (crossval.variants, bench/check_crossval.py): the folds redrawn with
+scikit-learn's RepeatedStratifiedKFold on the train + val rows, the logistic reference
+refitted and the majority class counted on each, their mean and sd with the statistics module;
+the network's folds are not refitted (its figures are only checked to be there).
+One line per variant, the largest difference per metric, and a final summary line (the
+tolerances: bench/metric_diffs.py).
 """
 
 from __future__ import annotations
@@ -32,33 +33,18 @@ from typing import Any
 
 import numpy as np
 
+from bench.check_crossval import check_crossval
+from bench.metric_diffs import EXACT, TOLERANCE, VAL_TOLERANCE, Diffs
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, MODELS_DIR, PREPARED_DIR, REPO_ROOT, split_path
 from study.io.splits import load_split
 
-# |reported - recomputed| allowed: metrics files hold 6 digits; the data loss differs in how
-# predictions are clipped away from 0 and 1 (Keras: 1e-7; scikit-learn: float32's eps).
-# Dead and saturated fractions: an activation at the threshold may fall on either side in
-# float32 (the model) and float64 (here).
-TOLERANCE = {"loss": 1e-4, "fraction": 1e-4}
-EXACT = 2e-6  # everything else computed on the test split or the folds
-VAL_TOLERANCE = 2e-4  # best_val_loss, best_val_accuracy: Keras' streaming float32 mean
 ACT = {
     "relu": lambda z: np.maximum(z, 0),
     "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),  # Keras' default slope
     "tanh": np.tanh,
     "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
 }
-
-
-def tolerance(metric: str) -> float:
-    """The allowed difference of a metric ("best/loss", "seeds/last_loss/mean", ...)."""
-    if metric.startswith("best_val_"):
-        return VAL_TOLERANCE
-    for part, allowed in TOLERANCE.items():
-        if part in metric:
-            return allowed
-    return EXACT
 
 
 def probabilities(out: np.ndarray) -> np.ndarray:
@@ -144,51 +130,6 @@ def by_hand(model: Any, cfg: dict, x: np.ndarray, level: float) -> dict[str, Any
     return found
 
 
-def kind(metric: str) -> str:
-    """A metric's family for the largest-difference line: "best/loss" and "last/loss" are
-    "loss", "best/dead_fraction/hidden_1" "dead_fraction", "seeds/best_loss/sd" "seeds/loss",
-    "cv/logistic/auc/mean" "cv/logistic/auc"."""
-    parts = metric.split("/")
-    if parts[0] in ("best", "last"):
-        return parts[1]
-    if parts[0] == "seeds":
-        return f"seeds/{parts[1].split('_', 1)[1]}"
-    if parts[0] == "cv":
-        return "/".join(parts[:3])
-    return metric
-
-
-class Diffs:
-    """The largest |reported - recomputed| per metric, and the metrics out of tolerance."""
-
-    def __init__(self) -> None:
-        self.worst: dict[str, float] = {}
-        self.failed: list[str] = []
-        self.compared = 0
-        self.scope: list[tuple[str, float]] = []  # since the last summary()
-
-    def add(self, where: str, metric: str, reported: Any, mine: float) -> None:
-        if reported is None or not np.isfinite(mine):  # a diverged model's: null both ways
-            if (reported is None) != (not np.isfinite(mine)):
-                self.failed.append(f"{where} {metric}: reported {reported} vs {mine}")
-            return
-        diff = abs(float(reported) - float(mine))
-        self.compared += 1
-        self.scope.append((metric, diff))
-        family = kind(metric)
-        self.worst[family] = max(self.worst.get(family, 0.0), diff)
-        if diff > tolerance(metric):
-            self.failed.append(f"{where} {metric}: reported {reported} vs {mine:.6f}")
-
-    def summary(self) -> str:
-        """How many figures were compared since the last call, and the largest difference."""
-        scope, self.scope = self.scope, []
-        if not scope:
-            return "nothing compared"
-        metric, diff = max(scope, key=lambda item: item[1])
-        return f"{len(scope)} figures, largest |diff| {diff:.1e} ({metric})"
-
-
 def model_dirs(model_dir: Path, seeds: list[int]) -> list[Path]:
     """The first seed's models at the top of models/<variant>/, the others' in seed<S>/."""
     return [model_dir] + [model_dir / f"seed{s}" for s in seeds[1:]]
@@ -257,74 +198,6 @@ def check_seeds(name: str, reported: dict, per_seed: dict, diffs: Diffs) -> None
             continue
         diffs.add(name, f"seeds/{key}/mean", stats["mean"], statistics.mean(values))
         diffs.add(name, f"seeds/{key}/sd", stats["sd"], statistics.stdev(values))
-
-
-def fold_scores(y: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-
-    return {
-        "auc": roc_auc_score(y, prob),
-        "balanced_accuracy": balanced_accuracy_score(y, pred),
-        "accuracy": accuracy_score(y, pred),
-    }
-
-
-def check_crossval(root: Path, params: Any, diffs: Diffs) -> list[str]:
-    """metrics/crossval/<variant>.json of every cross-validated variant: the references."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
-    cv, threshold, lines = params.crossval, params.evaluate.threshold, []
-    for dataset, listed in cv.variants.items():
-        if not listed:
-            continue
-        parts = [load_split(split_path(root / PREPARED_DIR, s, dataset)) for s in ("train", "val")]
-        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        folds = RepeatedStratifiedKFold(
-            n_splits=cv.folds, n_repeats=cv.repeats, random_state=params.seed
-        ).split(x, y)
-        found: dict[str, list[dict[str, float]]] = {"logistic": [], "majority": []}
-        for fit_rows, held in folds:
-            logistic = LogisticRegression(
-                C=cv.logistic.C,
-                max_iter=cv.logistic.max_iter,
-                class_weight=cv.logistic.class_weight,
-            )
-            prob = logistic.fit(x[fit_rows], y[fit_rows]).predict_proba(x[held])[:, 1]
-            found["logistic"].append(fold_scores(y[held], prob, (prob >= threshold).astype(int)))
-            share = float(np.mean(y[fit_rows]))  # the class-1 share: a constant probability
-            constant = np.full(len(held), int(share > 0.5))
-            found["majority"].append(fold_scores(y[held], np.full(len(held), share), constant))
-        for name in listed:
-            doc = json.loads((root / METRICS_DIR / "crossval" / f"{name}.json").read_text())
-            where = f"crossval {name}"
-            problems = [
-                f"{k} {doc.get(k)} != {v}"
-                for k, v in {
-                    "dataset": dataset,
-                    "folds": cv.folds,
-                    "repeats": cv.repeats,
-                    "rows": len(y),
-                }.items()
-                if doc.get(k) != v
-            ]
-            diffs.failed += [f"{where}: {p}" for p in problems]
-            for model, per_fold in found.items():
-                for metric in per_fold[0]:
-                    values = [fold[metric] for fold in per_fold]
-                    stats, key = doc[model][metric], f"cv/{model}/{metric}"
-                    diffs.add(where, f"{key}/mean", stats["mean"], statistics.mean(values))
-                    diffs.add(where, f"{key}/sd", stats["sd"], statistics.stdev(values))
-            net = doc.get("variant", {})
-            missing = [m for m in ("auc", "balanced_accuracy", "accuracy") if m not in net]
-            if missing:
-                diffs.failed.append(f"{where}: the variant's {missing} missing")
-            network = ", ".join(f"{m} {net[m]['mean']}" for m in net if net[m]["mean"] is not None)
-            lines.append(
-                f"{where}: logistic and majority refitted on {cv.folds} x {cv.repeats} folds:"
-                f" {diffs.summary()}; network (not refitted): {network}"
-            )
-    return lines
 
 
 def main() -> None:

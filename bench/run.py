@@ -17,7 +17,8 @@ the same graph (bench/floor.py: trivial commands; floor_repro_s, floor_noop_s), 
 default study's dvc.lock size by the same trick on an unreduced copy (lock_lines_default);
 then the same variants in one untracked process with the pipeline's training settings (bare)
 and the notebook's way (notebook), bench/loops.py. Prints each figure, every forked stage
-process's wall time and peak RSS, and a last `bench:` line with every figure and ratio.
+process's wall time and peak RSS, each target's verdict and a last `bench:` line with every
+figure and ratio. The targets and the report: bench/report.py.
 
 Stage processes are forks of a warm server (tools/prefork.py) in a private runtime
 directory: `pipeline` starts with no server and pays for starting it; `onechange` finds it
@@ -30,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from bench.report import REPORT, fmt, judged, report
 from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
 from study.config.paths import METRICS_DIR, REPO_ROOT, REPORTS_DIR, SEARCH_BEST
 from study.config.raw import read_params, read_yaml
@@ -52,17 +53,6 @@ CHANGED_VARIANT = "baseline"
 # search itself has its own benchmark, bench/search.py); no cross-validation.
 SEED_DATASETS = ("thoracic", "fashion_mnist")
 QUICK_EPOCHS = 2
-REPORT = REPO_ROOT / REPORTS_DIR / "bench.md"
-MIB_PER_GIB = 1024
-# (figure, limit, what it measures): each must be <= its limit.
-TARGETS = (
-    ("lock_lines_default", 4000, "dvc.lock lines at the default study"),
-    ("ratio_vs_bare", 1.25, "sequential `dvc repro` / bare"),
-    ("ratio_vs_notebook", 0.6, "sequential `dvc repro` / notebook"),
-    ("noop_vs_floor", 1.5, "no-op `dvc repro` / DVC's own no-op (floor)"),
-    ("ratio_parallel_vs_bare", 0.7, "`make repro` (parallel runner) / bare"),
-    ("peak_rss_mb", 2 * MIB_PER_GIB, "peak RSS of the pipeline's processes (MiB)"),
-)
 # Runs a command and reports the largest RSS among it and every descendant it waited for.
 RUSAGE = (
     "import resource, subprocess, sys, json;"
@@ -157,95 +147,6 @@ def floor(repo: Path, env: dict[str, str]) -> dict[str, float]:
     _, _, out = measure([sys.executable, "-m", "bench.floor", str(repo)], REPO_ROOT, env)
     print(out.strip())
     return {k: float(v) for k, v in (kv.split("=") for kv in out.split("floor: ")[1].split())}
-
-
-def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def machine() -> dict[str, Any]:
-    """nproc (the CPUs this process may use), the CPU model and the total memory."""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown",
-    )
-    kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "memory_gib": round(kib / 1024**2, 1),
-    }
-
-
-def judged(figures: dict[str, float]) -> list[tuple[str, float, float, bool]]:
-    """(what, value, limit, met) per target."""
-    return [(what, figures[key], limit, figures[key] <= limit) for key, limit, what in TARGETS]
-
-
-def report(
-    figures: dict[str, float],
-    runs: list[dict[str, Any]],
-    quick: bool,
-    started: datetime.datetime,
-    bench_line: str,
-) -> str:
-    """reports/bench.md: when, which code, which machine, the figures and the targets."""
-    changed = git("status", "--porcelain")
-    dirty = (
-        f"dirty ({len(changed.splitlines())} files changed or untracked)" if changed else "clean"
-    )
-    host = machine()
-    lines = [
-        "# Benchmark (`make bench`, bench/run.py)",
-        "",
-        f"- date (UTC): {started:%Y-%m-%d %H:%M} to {datetime.datetime.now(datetime.UTC):%H:%M}",
-        f"- git commit: {git('rev-parse', 'HEAD')} (working tree {dirty})",
-        f"- machine: nproc {host['nproc']}, {host['cpu']}, {host['memory_gib']} GiB of memory",
-        "- study: the seed study (thoracic and Fashion-MNIST variants) and the searched variant"
-        " (main's search/best.yaml), no search, no cross-validation"
-        + (
-            f"; --quick: {QUICK_EPOCHS} epochs each, not comparable with the targets"
-            if quick
-            else ""
-        ),
-        "",
-        "| figure | value |",
-        "|---|---|",
-        *(f"| {k} | {_fmt(v)} |" for k, v in figures.items()),
-        "",
-        "| target | value | limit | result |",
-        "|---|---|---|---|",
-        *(
-            f"| {what} | {_fmt(value)} | ≤ {_fmt(limit)} | {'pass' if met else 'FAIL'} |"
-            for what, value, limit, met in judged(figures)
-        ),
-        "",
-        "Stage processes of the sequential `dvc repro` (forks of the warm server):",
-        "",
-        "| stage | wall s | peak RSS MiB |",
-        "|---|---|---|",
-        *(f"| {r['run']} | {r['s']:.1f} | {r['maxrss_kb'] // 1024} |" for r in runs),
-        "",
-        "```",
-        bench_line,
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.2f}"
 
 
 def main() -> None:
@@ -349,14 +250,15 @@ def main() -> None:
     figures["ratio_parallel_vs_bare"] = figures["parallel_s"] / figures["bare_s"]
     print(f"peak RSS (MiB): {rss}")
     for what, value, limit, met in judged(figures):
-        print(f"target: {what}: {_fmt(value)} <= {_fmt(limit)}: {'pass' if met else 'FAIL'}")
+        print(f"target: {what}: {fmt(value)} <= {fmt(limit)}: {'pass' if met else 'FAIL'}")
     bench_line = "bench: " + " ".join(
         f"{k}={v:.0f}" if k.startswith(("lock_", "peak_")) else f"{k}={v:.2f}"
         for k, v in figures.items()
     )
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(report(figures, runs, args.quick, started, bench_line))
+        quick_epochs = QUICK_EPOCHS if args.quick else None
+        out_path.write_text(report(figures, runs, quick_epochs, started, bench_line))
         print(f"report: {out_path}")
     print(bench_line)
 

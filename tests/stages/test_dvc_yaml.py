@@ -1,23 +1,16 @@
 """dvc.yaml's dependency graph: every stage depends on the code it runs, on its own data and on
-the params it reads, and on nothing more, so an edit reruns exactly the stages it can change."""
+the params it reads, and on nothing more, so an edit reruns exactly the stages it can change.
+Here the code and data deps and which stages read which configs; that a stage declares
+exactly the params its main() reads: test_params_read."""
 
 from __future__ import annotations
 
-import importlib
-import os
 import shlex
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import study_copy
-from pydantic import BaseModel
 
-from study.config.base import Strict
 from study.config.code import module_files
 from study.config.params import Params, load_params
 from study.config.paths import PREPARED_DIR, REPO_ROOT, SPLITS, split_path
@@ -174,167 +167,3 @@ def test_the_search_and_the_variants_configs_are_read_by_their_own_stages_only(r
             assert not any(k.startswith(("variants", "train.defaults", "train.presets"))
                            or k == "train" for k in keys), name  # fmt: skip
     assert "variants" in stages["compare"]["params"]  # the list of variants it reports
-
-
-# Which params a stage reads: its main() run in-process in a copy of the tiny study, with
-# every read of a field of params.yaml's models recorded by its dotted key.
-class Reads:
-    """Reads of the fields of one Params object and of the models inside it, by dotted key.
-
-    A variant's merged config (Params.variant) counts as a read of what it was merged from
-    once the stage reads one of its fields: a stage that only checks the name exists (and
-    trains variants/<name>.json) does not depend on it."""
-
-    def __init__(self, params: Params) -> None:
-        self.paths: dict[int, str] = {id(params): ""}
-        self.merged: dict[int, set[str]] = {}  # a Variant's id -> the keys it was made from
-        self.keys: set[str] = set()
-        self.into: set[str] | None = None  # while Params.variant merges: its own reads
-
-    def seen(self, model: BaseModel, name: str, value: Any) -> None:
-        keys = self.keys if self.into is None else self.into
-        if id(model) in self.merged:
-            keys |= self.merged[id(model)]
-            return
-        path = self.paths.get(id(model))
-        if path is None:
-            return
-        key = f"{path}.{name}" if path else name
-        if name.startswith("model_dump"):  # the whole model
-            keys.add(path)
-        elif name not in type(model).model_fields:
-            return
-        elif isinstance(value, BaseModel):
-            self.paths[id(value)] = key
-        elif (
-            isinstance(value, dict)
-            and value
-            and all(isinstance(v, BaseModel) for v in value.values())
-        ):  # variants, train.presets: a read is the entry's
-            self.paths.update({id(v): f"{key}.{k}" for k, v in value.items()})
-        else:
-            keys.add(key)
-
-
-@contextmanager
-def recording(monkeypatch, root: Path) -> Iterator[tuple[Any, list[Reads]]]:
-    """A load_params for stages, whose Params' field reads are recorded into Reads."""
-    reads: list[Reads] = []
-    merge = Params.variant
-
-    def getattribute(self: BaseModel, name: str) -> Any:
-        value = object.__getattribute__(self, name)
-        for r in reads:
-            r.seen(self, name, value)
-        return value
-
-    def variant(self: Params, name: str) -> Any:
-        for r in reads:
-            r.into = set()
-        try:
-            cfg = merge(self, name)
-        finally:
-            for r in reads:
-                r.merged[id(cfg)] = r.merged.get(id(cfg), set()) | r.into
-                r.into = None
-        return cfg
-
-    def load() -> Params:
-        params = load_params(root)
-        params._resolved = {}  # load_params resolved every variant: the stage resolves its own
-        reads.append(Reads(params))
-        return params
-
-    monkeypatch.setattr(Strict, "__getattribute__", getattribute, raising=False)
-    monkeypatch.setattr(Params, "variant", variant)
-    yield load, reads
-
-
-def test_reads_are_recorded_by_key_and_a_merged_variant_only_when_used(monkeypatch):
-    with recording(monkeypatch, REPO_ROOT) as (load, reads):
-        params = load()
-        assert params.crossval.folds >= 2
-        params.variant("dropout")  # its name checked, its config unused
-        assert params.variant("baseline").units > 0  # merged from its entry and defaults
-        params.evaluate.model_dump()
-    assert reads[0].keys == {"crossval.folds", "variants.baseline", "train.defaults", "evaluate"}
-
-
-@pytest.fixture(scope="module")
-def tiny(built_study, tmp_path_factory) -> Path:
-    return study_copy(built_study, tmp_path_factory.mktemp("dvc_yaml") / "repo")
-
-
-@pytest.fixture
-def mlflow_restored():
-    """The stages set MLflow's tracking URI and experiment, also in os.environ: put them back."""
-    import mlflow
-    from mlflow.tracking import fluent
-
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-    saved = {name: os.environ.get(name) for name in names}
-    experiment = fluent._active_experiment_id
-    yield
-    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-    fluent._active_experiment_id = experiment
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-# What a stage's main() reads without it being a dependency (and why).
-NOT_DEPENDENCIES = {
-    # which crossval stages exist (dvc.yaml's foreach): a variant's results do not change
-    # when another one is listed; crossval refuses a variant that is not listed
-    "crossval.variants",
-    # the study's variant names, for tidy() (which backups nobody will resume: no result of
-    # the stage), and compared with the variant's name (a listed variant is never the
-    # searched one: load_params refuses a search.variant among the variants)
-    "search.variant",
-}
-
-
-@pytest.mark.parametrize(
-    ("stage", "args"),
-    [
-        ("fetch", []),
-        ("prepare", []),
-        ("variants", []),
-        ("train@thoracic_bce", ["thoracic_bce"]),
-        ("crossval_thoracic@thoracic_bce", ["thoracic_bce"]),
-        ("evaluate@thoracic_bce", ["thoracic_bce"]),
-    ],
-)
-def test_a_stage_lists_exactly_the_params_it_reads(
-    stage, args, tiny, monkeypatch, mlflow_restored, capsys
-):
-    """Each key read is under a declared param (its edit reruns the stage), and each declared
-    param is read (its edit reruns nothing needlessly). In the tiny study's copy: the
-    declared params as DVC resolves the stage there."""
-    from dvc.repo import Repo
-
-    with Repo(str(tiny)) as repo:
-        (resolved_stage,) = [s for s in repo.index.stages if s.name == stage]
-        declared = [k for d in resolved_stage.deps if hasattr(d, "params") for k in d.params]
-    name = stage.split("@")[0].removesuffix("_thoracic")
-    module = importlib.import_module(f"stages.{name}")
-    monkeypatch.setenv("DVC_ROOT", str(tiny))  # the MLflow store and backups: the copy's
-    monkeypatch.delenv("DATA_MIRRORS", raising=False)
-    monkeypatch.setattr(sys, "argv", [name, *args])
-    monkeypatch.setattr(module, "REPO_ROOT", tiny)
-    with recording(monkeypatch, tiny) as (load, reads):
-        monkeypatch.setattr(module, "load_params", load)
-        module.main()
-    capsys.readouterr()
-    (record,) = reads
-    keys = record.keys - NOT_DEPENDENCIES
-    assert keys, "nothing recorded"
-
-    def under(key: str, other: str) -> bool:
-        return key == other or key.startswith(other + ".")
-
-    unlisted = sorted(k for k in keys if not any(under(k, d) for d in declared))
-    unread = sorted(d for d in declared if not any(under(k, d) or under(d, k) for k in keys))
-    assert not unlisted and not unread, {"read, not listed": unlisted, "listed, not read": unread}

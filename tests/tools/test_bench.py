@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench import check_metrics, floor, lr_decay, run
+from bench import check_crossval, check_metrics, floor, lr_decay, metric_diffs, report, run
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
 from study.config.params import load_params
 from study.config.raw import read_params, read_yaml
@@ -107,8 +107,8 @@ def test_report_judges_every_target_and_names_the_commit(tmp_path):
     }
     runs = [{"run": "stages.train baseline", "s": 12.5, "maxrss_kb": 900 * 1024}]
     started = datetime.datetime(2026, 12, 4, 10, 0, tzinfo=datetime.UTC)
-    text = run.report(figures, runs, False, started, "bench: x=1")
-    results = {what: met for what, _, _, met in run.judged(figures)}
+    text = report.report(figures, runs, None, started, "bench: x=1")
+    results = {what: met for what, _, _, met in report.judged(figures)}
     assert list(results.values()) == [False, False, False, True, True, True]
     assert "| dvc.lock lines at the default study | 4,100 | ≤ 4,000 | FAIL |" in text
     assert "| `make repro` (parallel runner) / bare | 0.65 | ≤ 0.70 | pass |" in text
@@ -152,11 +152,11 @@ def test_lr_decay_policy_replaces_the_rate_policy_only(policy, schedule, plateau
 
 def test_check_metrics_agrees_with_the_pipeline_and_catches_a_wrong_figure(built_study, tmp_path):
     params = load_params(built_study)
-    diffs = check_metrics.Diffs()
+    diffs = metric_diffs.Diffs()
     for name in params.study_variants():
         line = check_metrics.check_variant(built_study, name, params, diffs)
         assert line.startswith(f"{name}: test accuracy")
-    lines = check_metrics.check_crossval(built_study, params, diffs)
+    lines = check_crossval.check_crossval(built_study, params, diffs)
     assert [line.split(":")[0] for line in lines] == ["crossval thoracic_bce"]
     assert diffs.failed == [] and diffs.compared > 50
     assert {"accuracy", "loss", "auc", "best_val_loss", "seeds/accuracy"} <= set(diffs.worst)
@@ -176,9 +176,9 @@ def test_check_metrics_agrees_with_the_pipeline_and_catches_a_wrong_figure(built
     doc = json.loads(path.read_text())
     doc["logistic"]["accuracy"]["sd"] += 0.001
     path.write_text(json.dumps(doc))
-    diffs = check_metrics.Diffs()
+    diffs = metric_diffs.Diffs()
     check_metrics.check_variant(root, "thoracic_bce", params, diffs)
-    check_metrics.check_crossval(root, params, diffs)
+    check_crossval.check_crossval(root, params, diffs)
     wrong = sorted(problem.split(":")[0] for problem in diffs.failed)
     assert wrong == [
         "crossval thoracic_bce cv/logistic/accuracy/sd",
@@ -188,9 +188,9 @@ def test_check_metrics_agrees_with_the_pipeline_and_catches_a_wrong_figure(built
 
 
 def test_check_metrics_tolerances_by_kind():
-    assert check_metrics.tolerance("best_val_loss") == check_metrics.VAL_TOLERANCE
-    assert check_metrics.tolerance("seeds/last_loss/sd") == check_metrics.TOLERANCE["loss"]
-    assert check_metrics.tolerance("best/accuracy") == check_metrics.EXACT
-    assert check_metrics.tolerance("best/saturated_fraction/hidden_2") == 1e-4
-    assert check_metrics.kind("last/dead_fraction/hidden_1") == "dead_fraction"
-    assert check_metrics.kind("seeds/best_balanced_accuracy/mean") == "seeds/balanced_accuracy"
+    assert metric_diffs.tolerance("best_val_loss") == metric_diffs.VAL_TOLERANCE
+    assert metric_diffs.tolerance("seeds/last_loss/sd") == metric_diffs.TOLERANCE["loss"]
+    assert metric_diffs.tolerance("best/accuracy") == metric_diffs.EXACT
+    assert metric_diffs.tolerance("best/saturated_fraction/hidden_2") == 1e-4
+    assert metric_diffs.kind("last/dead_fraction/hidden_1") == "dead_fraction"
+    assert metric_diffs.kind("seeds/best_balanced_accuracy/mean") == "seeds/balanced_accuracy"

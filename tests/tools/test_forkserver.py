@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import gone, probe_repo, proc_stat, proc_state, run, server_logs, start_sleeper
+from prefork_probe import gone, probe_repo, proc_stat, proc_state, run, server_logs, start_sleeper
 
 from tools.forkserver import HEADER
 from tools.prefork import socket_dir, stop_servers

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RUNNER, gone, probe_repo, run, server_logs, start_sleeper
+from prefork_probe import RUNNER, gone, probe_repo, run, server_logs, start_sleeper
 
 from study.config.errors import ConfigError
 from tools.prefork import runner_settings
