@@ -1,0 +1,69 @@
+"""A training killed under `make repro`'s runner resumes under it: the runner gives a stage no
+Ray node id (and a training's resume key holds nothing about where it runs), so the next run,
+on a new local Ray instance, continues from the backup in the same MLflow run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import mlflow
+import psutil
+import yaml
+from dvc_projects import Lines
+from processes import ray_processes
+
+from bench.workspace import pipeline_env
+
+
+def test_a_training_killed_under_the_runner_resumes_under_it(study):
+    params = yaml.safe_load((study / "params.yaml").read_text())
+    # Stale (the tiny study trains 2 epochs of 2 seeds) and long enough (0.1 s an epoch here)
+    # for the kill to land during the training.
+    params["variants"]["dropout"].update(epochs=30, seeds=1)
+    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    marker = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # Ray's sockets need a short path
+    env = pipeline_env(DATA_MIRRORS="", RAY_TMPDIR=marker)
+    cmd = [sys.executable, "-m", "tools.ray_repro", "train@dropout"]
+    first = subprocess.Popen(
+        cmd, cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = Lines(first)
+    lines.wait_for("train dropout: epoch 2/30")  # its backup holds epoch 2 by then
+    first.kill()  # kill -9 of the runner: its Ray instance, worker and stage die with it
+    first.wait(timeout=60)
+    lines.rest()
+    # The warm fork server outlives the runner by design (runner.idle_timeout_s); the Ray
+    # instance, its worker and the training forked from the server do not.
+    left = [p for p in ray_processes(marker) if not is_fork_server(p)]
+    _, alive = psutil.wait_procs(left, timeout=60)
+    assert not alive, f"Ray processes or the training left behind: {alive}"
+    (state,) = study.glob(".backup/dropout/seed42/*/training_state.json")
+    killed_run = json.loads(state.read_text())["meta"]["run_id"]
+
+    second = subprocess.run(cmd, cwd=study, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    shutil.rmtree(marker, ignore_errors=True)
+    epochs = [line for line in second.stdout.splitlines() if "train dropout: epoch" in line]
+    # On from the backup (epoch 2 or a later one the kill let finish), not from epoch 1.
+    first_epoch = int(epochs[0].split("epoch ")[1].split("/")[0])
+    assert 3 <= first_epoch <= 30, epochs
+    summary = json.loads((study / "models/dropout/train.json").read_text())
+    assert summary["run_id"] == killed_run and summary["epochs_run"] == 30
+    run = mlflow.MlflowClient(f"sqlite:///{study / 'mlflow.db'}").get_run(killed_run)
+    assert run.info.status == "FINISHED"
+    assert not list(study.glob(".backup/dropout/seed42/*"))  # nothing left to resume
+
+
+def is_fork_server(proc: psutil.Process) -> bool:
+    """tools/forkserver.py itself, not a stage forked from it (same command line)."""
+    try:
+        parent = proc.parent()
+        return "forkserver.py" in " ".join(proc.cmdline()) and not (
+            parent and "forkserver.py" in " ".join(parent.cmdline())
+        )
+    except psutil.NoSuchProcess:
+        return False
