@@ -8,6 +8,7 @@ command appends its stage's name to ran.log, so the two runs' commands can be co
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -49,6 +50,12 @@ def run_runner(repo: Path, targets: list[str], gcs: str, monkeypatch) -> int:
         m.setenv("RAY_ADDRESS", gcs)  # the runner sets it for its stages
         m.setattr(ray_repro, "start_ray", lambda settings: False)  # joined, not started
         m.setattr(sys, "argv", ["ray_repro", *targets])
+        # DVC binds its log handlers to sys.stdout/stderr once, at its first import: maybe
+        # under an earlier test's capture, closed since ("I/O operation on closed file").
+        for name in ("dvc", "dvc_objects", "dvc_data"):
+            for handler in logging.getLogger(name).handlers:
+                err = handler.level >= logging.WARNING
+                m.setattr(handler, "stream", sys.stderr if err else sys.stdout)
         try:
             ray_repro.main()
         except SystemExit as exit_:
