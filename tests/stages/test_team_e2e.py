@@ -86,11 +86,13 @@ def test_remote_push_then_a_clone_pulls_without_training_and_shows_the_plots(stu
         for plot, charts in shown["data"].items()
     }
     variants = ("thoracic_bce", "baseline", "dropout", "searched")
-    expected = [f"plots/{kind}/{v}.csv" for kind in ("history", "confusion") for v in variants]
-    assert sorted(values) == sorted([*expected, "last_vs_best", "search_trials"])
+    files = [f"plots/{kind}/{v}.csv" for kind in ("history", "confusion") for v in variants]
+    curves = [f"dvc.yaml::plots/history/{v}.csv" for v in variants]  # the top-level plot's
+    assert sorted(values) == sorted([*files, *curves, "last_vs_best", "search_trials"])
     assert all(counts and all(counts) for counts in values.values()), values
-    history = (clone / "plots/history/baseline.csv").read_text().splitlines()
-    assert values["plots/history/baseline.csv"] == [2 * (len(history) - 1)]  # loss, val_loss
+    epochs = len((clone / "plots/history/baseline.csv").read_text().splitlines()) - 1
+    assert values["plots/history/baseline.csv"] == [epochs]  # val_accuracy
+    assert values["dvc.yaml::plots/history/baseline.csv"] == [2 * epochs]  # loss, val_loss
     dvc(clone, "plots", "show")
     assert (clone / "dvc_plots" / "index.html").is_file()
 
