@@ -91,6 +91,8 @@ def test_the_study_has_every_variants_results(built_study):
 def test_one_finished_mlflow_run_per_training_with_its_evaluations(built_study):
     repo = built_study
     client, by_name = store(repo), runs_by_name(repo)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    md5 = {out["path"]: out["md5"] for out in lock["stages"]["prepare"]["outs"]}
     trainings = [(name, name, "models/" + name) for name in [*STUDY_VARIANTS, "searched"]]
     trainings.append(("dropout", "dropout/seed43", "models/dropout/seed43"))
     for variant, run_name, out in trainings:
@@ -112,6 +114,11 @@ def test_one_finished_mlflow_run_per_training_with_its_evaluations(built_study):
         # dvc repro rewrote dvc.lock; the committed sources are unchanged
         assert tags["git_dirty"] == "false" and "dirty" not in tags["git_commit"]
         assert not any(k.startswith("test_") for k in run.data.metrics)
+        dataset = summary["dataset"]
+        assert inputs_of(run) == {
+            f"{dataset}/train": ("training", md5[f"data/prepared/train/{dataset}.npz"]),
+            f"{dataset}/val": ("validation", md5[f"data/prepared/val/{dataset}.npz"]),
+        }
         # each checkpoint: a logged model of the training run, with its test metrics from
         # the evaluation's child run (beside evaluate's params)
         metrics = metrics_of(repo, variant)
@@ -123,6 +130,8 @@ def test_one_finished_mlflow_run_per_training_with_its_evaluations(built_study):
             assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
             assert child.info.status == "FINISHED"
             assert child.data.params["evaluate.threshold"] == "0.5"
+            test_file = f"data/prepared/test/{dataset}.npz"
+            assert inputs_of(child) == {f"{dataset}/test": ("evaluation", md5[test_file])}
             expected = (
                 metrics[which]["accuracy"]
                 if "seeds" not in metrics
@@ -155,6 +164,15 @@ def killed_training_debris(repo, variant: str) -> tuple[str, object]:
     state = {"meta": meta, "history": {}, "snapshots": {}}
     (backup / "training_state.json").write_text(json.dumps(state))
     return run_id, backup
+
+
+def inputs_of(run) -> dict[str, tuple[str, str]]:
+    """A run's MLflow datasets: name -> (context, digest)."""
+    return {
+        d.dataset.name: (next(t.value for t in d.tags if t.key == "mlflow.data.context"),
+                         d.dataset.digest)
+        for d in run.inputs.dataset_inputs
+    }  # fmt: skip
 
 
 def running_runs(repo) -> list[str]:

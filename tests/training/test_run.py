@@ -170,3 +170,24 @@ def test_a_training_killed_on_one_node_resumes_on_another(
     assert other_seed.exists(), "seed 43's backup was discarded"
     assert read_state(other_seed)["meta"]["run_id"] == runs[other_seed]
     assert client.get_run(runs[other_seed]).info.status == "RUNNING"
+
+
+def test_system_metrics_are_sampled_only_when_asked(variant, local_store, tmp_path, monkeypatch):
+    """mlflow.system_metrics_s: MLflow's CPU and memory curves on each training run, sampled
+    every that many seconds; none with null. (Sampled every 0.1 s here, so a tiny training
+    gets samples; the study samples every 10 s.)"""
+    for name in ("SAMPLING_INTERVAL", "SAMPLES_BEFORE_LOGGING"):  # what MLflow's setters set
+        monkeypatch.setenv(f"MLFLOW_SYSTEM_METRICS_{name}", "1")  # restored after the test
+    mlflow, client = local_store, local_store.MlflowClient()
+    cfg = variant("baseline", epochs=3, batch_size=16)
+    train, val = tiny_fashion()
+    save_split({"train": train, "val": val}, tmp_path / "prepared", "fashion_mnist")
+    files = tuple(split_path(tmp_path / "prepared", s, "fashion_mnist") for s in ("train", "val"))
+    keys = {}
+    for interval, out in ((0.1, "sampled"), (None, "plain")):
+        jobs = seed_trainings("baseline", cfg, 42, True, files, tmp_path / out, tmp_path / "h.csv")
+        run_id = train_seeds(mlflow, jobs, 1, interval)[0]["run_id"]
+        keys[interval] = {k for k in client.get_run(run_id).data.metrics if k.startswith("system/")}
+    sampled = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
+    assert sampled <= keys[0.1]
+    assert keys[None] == set()
