@@ -11,7 +11,16 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench import check_crossval, check_metrics, floor, lr_decay, metric_diffs, report, run
+from bench import (
+    check_crossval,
+    check_metrics,
+    floor,
+    lr_decay,
+    metric_diffs,
+    report,
+    run,
+    system_metrics,
+)
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
 from study.config.params import load_params
 from study.config.raw import read_params, read_yaml
@@ -194,3 +203,15 @@ def test_check_metrics_tolerances_by_kind():
     assert metric_diffs.tolerance("best/saturated_fraction/hidden_2") == 1e-4
     assert metric_diffs.kind("last/dead_fraction/hidden_1") == "dead_fraction"
     assert metric_diffs.kind("seeds/best_balanced_accuracy/mean") == "seeds/balanced_accuracy"
+
+
+def test_system_metrics_bench_times_samples_that_reach_the_store(tmp_path):
+    """Each timed sample is a real one: its CPU and memory figures are in the run."""
+    import mlflow
+
+    times = system_metrics.sample_seconds(3, tmp_path / "mlflow.db")
+    assert len(times) == 3 and all(t > 0 for t in times)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("bench").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert [m.step for m in history] == [0, 1, 2]
