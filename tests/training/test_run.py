@@ -66,6 +66,13 @@ def test_seed_trainings_first_seed_in_the_variants_dir_the_others_below(variant,
     assert all(j.cfg is cfg and j.split_files == files and j.deterministic for j in jobs)
 
 
+def tiny_split_files(prepared):
+    """Tiny Fashion-MNIST train and val split files as prepare writes them; their paths."""
+    train, val = tiny_fashion()
+    save_split({"train": train, "val": val}, prepared, "fashion_mnist")
+    return tuple(split_path(prepared, s, "fashion_mnist") for s in ("train", "val"))
+
+
 def assert_same_weights(a, b):
     pairs = zip(*(keras.saving.load_model(p).get_weights() for p in (a, b)), strict=True)
     for x, y in pairs:
@@ -82,9 +89,7 @@ def test_a_training_killed_on_one_node_resumes_on_another(
     seed made under another key (other params or code)."""
     mlflow, client = local_store, local_store.MlflowClient()
     cfg = variant("dropout", epochs=5, batch_size=16, patience=5)
-    train, val = tiny_fashion()
-    save_split({"train": train, "val": val}, tmp_path / "prepared", "fashion_mnist")
-    files = tuple(split_path(tmp_path / "prepared", s, "fashion_mnist") for s in ("train", "val"))
+    files = tiny_split_files(tmp_path / "prepared")
 
     def jobs(out):
         return seed_trainings("dropout", cfg, 42, True, files, out, out / "history.csv")
@@ -180,9 +185,7 @@ def test_system_metrics_are_sampled_only_when_asked(variant, local_store, tmp_pa
         monkeypatch.setenv(f"MLFLOW_SYSTEM_METRICS_{name}", "1")  # restored after the test
     mlflow, client = local_store, local_store.MlflowClient()
     cfg = variant("baseline", epochs=3, batch_size=16)
-    train, val = tiny_fashion()
-    save_split({"train": train, "val": val}, tmp_path / "prepared", "fashion_mnist")
-    files = tuple(split_path(tmp_path / "prepared", s, "fashion_mnist") for s in ("train", "val"))
+    files = tiny_split_files(tmp_path / "prepared")
     keys = {}
     for interval, out in ((0.1, "sampled"), (None, "plain")):
         jobs = seed_trainings("baseline", cfg, 42, True, files, tmp_path / out, tmp_path / "h.csv")
