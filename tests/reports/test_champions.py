@@ -57,6 +57,40 @@ def test_a_tie_goes_to_the_first_listed_variant():
     assert row["variant"] == "y"
 
 
+TIE = """
+import json
+from study.reports.champions import choose
+metrics = {n: {"dataset": "thoracic", "best_val_accuracy": v} for n, v in
+           (("a", 0.95), ("b", 0.9), ("c", 0.7), ("d", 0.6))}
+crossval = {"c": {"variant": {"auc": {"mean": 0.8}}}, "d": {"variant": {"auc": {"mean": 0.7}}}}
+print(json.dumps(choose(metrics, crossval, ["a", "b", "c", "d"], "none")))
+"""
+
+
+def test_a_tie_of_criteria_goes_to_the_cross_validated_auc_whatever_the_hash_seed():
+    """Two variants with a cross-validated AUC, two without: the criterion is the
+    cross-validated AUC in every process (a set's order, which decided before, changes with
+    PYTHONHASHSEED)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from study.config.paths import REPO_ROOT
+
+    rows = set()
+    for seed in range(6):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        out = subprocess.run(
+            [sys.executable, "-c", TIE], env=env, cwd=REPO_ROOT, capture_output=True, check=True
+        )
+        rows.add(out.stdout.decode())
+    (only,) = rows
+    assert json.loads(only) == [
+        {"alias": "champion", "dataset": "thoracic", "variant": "c", "cv_auc_mean": 0.8}
+    ]
+
+
 def test_the_report_names_the_model_alias_variant_and_its_validation_figure():
     rows = [{"alias": "champion", "dataset": "thoracic", "variant": "mse", "cv_auc_mean": 0.64}]
     lines = to_markdown(rows, {"thoracic": "exp-thoracic"})
