@@ -15,8 +15,21 @@ export DATA_MIRRORS ?= $(abspath ../shared/data)
 
 setup: $(STAMP)
 
+# requirements.lock is pinned for Python 3.11. A .venv that is not a whole 3.11 venv (an
+# interrupted `python3 -m venv` without Debian's python3.11-venv leaves one without pip) is
+# made again rather than failing on every later `make`.
+IS_311 := -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'
+WRONG_PYTHON = requirements.lock is pinned for Python 3.11; PYTHON=$(PYTHON) is
+NO_VENV = has no venv module with pip (ensurepip); on Debian or Ubuntu: 'sudo apt-get install
+
 $(STAMP): requirements.lock
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) $(IS_311) 2>/dev/null || { echo "error: $(WRONG_PYTHON) $$($(PYTHON) --version \
+	  2>&1 || echo 'not found'). Install Python 3.11, then e.g. 'make PYTHON=python3.11 \
+	  $(or $(MAKECMDGOALS),setup)'" | tr -s ' ' >&2; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "error: $(PYTHON) $(NO_VENV) \
+	  python3.11-venv' (or python3-venv where python3 is 3.11)" | tr -s ' ' >&2; exit 1; }
+	@{ $(BIN)/python $(IS_311) && test -x $(BIN)/pip; } 2>/dev/null || \
+	  { echo "making $(VENV) with $(PYTHON)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q -r requirements.lock
 	touch $@
 
@@ -54,7 +67,7 @@ $(VEGA_TEMPLATE): $(VEGA_STAMP) tools/vega_template.py $(STAMP)
 plots: vega
 	$(BIN)/dvc plots show --html-template $(VEGA_TEMPLATE)
 
-# tests/test_plots_offline.py makes its own template from the npm packages.
+# tests/reports/test_plots_offline.py makes its own template from the npm packages.
 test: setup browser $(VEGA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

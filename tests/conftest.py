@@ -170,7 +170,7 @@ def tiny_params(
     }
     # The search stage: a few trials of a few epochs, one at a time (deterministic with the
     # seed); val_loss, which ties less than the accuracy of a tiny validation split. Two
-    # trials unless a test looks at the search itself (tests/test_search.py: five).
+    # trials unless a test looks at the search itself (tests/search/test_search.py: five).
     p["search"].update(
         trials=search_trials, startup_trials=2, max_epochs=epochs, grace_period=1,
         reduction_factor=2, concurrent=1, time_limit_s=120, metric="val_loss",

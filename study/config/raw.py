@@ -6,19 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
 
 from study.config.errors import ConfigError
 from study.config.paths import PARAMS_FILE, REPO_ROOT
 
-# libyaml's loader when PyYAML has it: every stage process parses params.yaml.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 def read_yaml(path: Path) -> Any:
-    """A YAML file's content (libyaml's loader)."""
+    """A YAML file's content, read as DVC reads and writes params.yaml: YAML 1.2 (ruamel.yaml's
+    safe loader). PyYAML is YAML 1.1, where `1e-05` (what `dvc exp run -S x=0.00001` writes)
+    is a string, not a number."""
     with path.open() as f:
-        return yaml.load(f, Loader=SAFE_LOADER)
+        return YAML(typ="safe").load(f)
 
 
 def read_params(root: Path | None = None) -> dict[str, Any]:
