@@ -49,6 +49,14 @@ def class_weights(cfg: Variant, y: np.ndarray) -> dict[int, float] | None:
     return {int(c): float(w) for c, w in spec.items()}
 
 
+def row_weights(weights: dict[int, float] | None, y: np.ndarray) -> np.ndarray | None:
+    """Per-row weights of labels `y` under class weights (a class absent from the mapping
+    weighs 1, as Keras weighs it); None without class weights."""
+    if weights is None:
+        return None
+    return np.array([weights.get(int(c), 1.0) for c in y], dtype=np.float32)
+
+
 def fit(
     model: Any,
     cfg: Variant,
@@ -57,17 +65,24 @@ def fit(
     callbacks: Sequence[Any] = (),
 ) -> Any:
     """model.fit for cfg.epochs on shuffled batches of `train` with the variant's class
-    weights; val_loss on `val` when given. Returns Keras's History."""
+    weights; val_loss on `val` when given, its rows weighed by the same class weights (those
+    of the train labels), so early stopping and checkpoints watch the loss that is trained.
+    Returns Keras's History."""
     batch = cfg.batch_size
+    weights = class_weights(cfg, train[1])
     validation = None
     if val is not None:
-        validation = array_batches((val[0], encode_labels(val[1], cfg)), batch, False)
+        arrays = (val[0], encode_labels(val[1], cfg))
+        val_weights = row_weights(weights, val[1])
+        if val_weights is not None:  # Keras reads a third array as per-row loss weights
+            arrays += (val_weights,)
+        validation = array_batches(arrays, batch, False)
     return model.fit(
         array_batches((train[0], encode_labels(train[1], cfg)), batch, shuffle=True),
         validation_data=validation,
         epochs=cfg.epochs,
         shuffle=False,  # array_batches shuffles; Keras would warn that it ignores True
-        class_weight=class_weights(cfg, train[1]),
+        class_weight=weights,
         callbacks=list(callbacks),
         verbose=0,
     )

@@ -42,3 +42,31 @@ def test_class_weights_reach_keras_fit(variant, monkeypatch):
     n, positives = 90, int(y[:90].sum())
     weights = {0: n / (2 * (n - positives)), 1: n / (2 * positives)}
     assert seen == [pytest.approx(weights, rel=1e-6), None]
+
+
+def bce(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Keras's binary cross-entropy per row (probabilities clipped to [1e-7, 1 - 1e-7])."""
+    p = np.clip(prob.astype(np.float64), 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+@pytest.mark.parametrize("class_weight", ["balanced", {0: 0.5, 1: 4.0}, None])
+def test_val_loss_weighs_the_val_rows_by_the_training_class_weights(variant, class_weight):
+    """val_loss (what early stopping and the checkpoints watch) is the loss that is trained:
+    each val row weighed by its class's weight from the train labels, summed over the rows
+    and divided by their count (Keras's sum_over_batch_size, as its training loss); checked
+    against numpy on the trained model's val probabilities."""
+    rows = thoracic_rows(120, 4)
+    x, y = rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+    train, val = (x[:90], y[:90]), (x[90:], y[90:])
+    cfg = variant("thoracic_bce_clean_balanced", epochs=1, class_weight=class_weight)
+    configure_tf(seed=7, deterministic=True, threads=1)
+    model = build_model(cfg, x.shape[1:])
+    history = fit(model, cfg, train, val)
+    prob = keras.ops.convert_to_numpy(model(val[0], training=False))[:, 0]
+    weights = class_weights(cfg, train[1]) or {0: 1.0, 1: 1.0}
+    w = np.array([weights[int(c)] for c in val[1]])
+    expected = float(np.sum(w * bce(val[1], prob)) / len(w))
+    assert history.history["val_loss"][0] == pytest.approx(expected, rel=1e-5)
+    if class_weight is not None:  # the unweighted mean: what val_loss was before
+        assert abs(float(np.mean(bce(val[1], prob))) - expected) > 0.01
