@@ -105,8 +105,10 @@ def test_two_queued_experiments_run_in_parallel_into_the_users_store(study):
     uri = local_store(study)
     before = len(runs_named(uri, "baseline"))
     for patience in (4, 5):
+        # DVC writes 0.00001 as YAML 1.2's `1e-05` (a string to YAML 1.1): read as a number
         dvc(study, "exp", "run", "--queue", "-n", f"q{patience}", "-S",
-            f"++variants.baseline.patience={patience}")  # fmt: skip
+            f"++variants.baseline.patience={patience}", "-S",
+            f"++variants.baseline.kernel_l2=0.0000{patience}")  # fmt: skip
     try:
         dvc(study, "exp", "run", "--run-all", "-j", "2")  # returns once both have run
     finally:
@@ -119,6 +121,8 @@ def test_two_queued_experiments_run_in_parallel_into_the_users_store(study):
     assert len(runs) == before + 2 and all(r.info.status == "FINISHED" for r in runs)
     patience = {r.data.tags.get("dvc_exp_name"): r.data.params["variant.patience"] for r in runs}
     assert patience == {None: "10", "q4": "4", "q5": "5"}
+    l2 = {r.data.tags.get("dvc_exp_name"): r.data.params.get("variant.kernel_l2") for r in runs}
+    assert (l2["q4"], l2["q5"]) == ("4e-05", "5e-05")  # floats, as Python prints them
     baseline = yaml.safe_load((study / "params.yaml").read_text())["variants"]["baseline"]
     assert "patience" not in baseline  # the workspace is left as it was
     assert "variants.baseline.patience" in dvc(study, "params", "diff", "HEAD", "q4")
