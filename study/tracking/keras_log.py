@@ -24,11 +24,18 @@ SIGNATURE_ROWS = 2  # rows of the training data used to infer the models' signat
 
 
 class RunLogger(MlflowCallback):
-    """Per-epoch curves, optimizer params and the model summary of a Keras fit."""
+    """Per-epoch curves, optimizer params (as configured) and the model summary of a Keras fit."""
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        # Once per run, on its first start: a resumed run's optimizer holds the state of its
+        # backup (a rate ReduceLROnPlateau lowered, a name Keras numbered), and MLflow refuses
+        # to change a logged param. The rate per epoch is a metric (learning_rate).
+        run_id = mlflow.active_run().info.run_id
+        logged = mlflow.MlflowClient().get_run(run_id).data.params
         config = self.model.optimizer.get_config()
-        mlflow.log_params({f"optimizer_{k}": readable(v) for k, v in config.items()})
+        params = {f"optimizer_{k}": readable(v) for k, v in config.items()}
+        if not any(key in logged for key in params):
+            mlflow.log_params(params)
         lines: list[str] = []
         self.model.summary(print_fn=lambda line, *_, **__: lines.append(line))
         mlflow.log_text("\n".join(lines), artifact_file="model_summary.txt")

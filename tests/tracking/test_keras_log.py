@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 from conftest import tiny_fashion
+from training.crashes import Crash
 
 from study.config.params import load_params
 from study.config.variant import Variant
@@ -61,3 +63,34 @@ def test_a_resumed_runs_missing_epochs_are_logged_from_the_backup(local_store):
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
         np.testing.assert_array_equal(logged, list(enumerate(values)))
     assert log_missing_epochs(client, run.info.run_id, history) == 0
+
+
+def test_a_resumed_run_keeps_its_configured_optimizer_params_and_warns_nothing(
+    local_store, tmp_path, caplog
+):
+    """A plateau halves the rate before the kill; the resumed process's optimizer holds the
+    reduced rate (from the backup), which MLflow would refuse as a changed param."""
+    mlflow = local_store
+    cfg = load_params().variant("baseline").model_dump(exclude_unset=True)
+    plateau = {"factor": 0.5, "patience": 1}
+    fields = {"epochs": 5, "batch_size": 16, "patience": 5, "reduce_lr_on_plateau": plateau}
+    cfg = Variant.model_validate({**cfg, **fields})
+    train, val = tiny_fashion()
+    val = (val[0], np.random.default_rng(0).permutation(val[1]))  # val_loss rises: plateau
+    with mlflow.start_run() as run:
+        configure_tf(seed=5, deterministic=True, threads=1)
+        try:
+            logging = [RunLogger(), Crash(3)]
+            train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, logging)
+        except KeyboardInterrupt:
+            pass
+    configure_tf(seed=5, deterministic=True, threads=1)
+    caplog.clear()
+    with caplog.at_level("WARNING"), mlflow.start_run(run_id=run.info.run_id):
+        result = train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, [RunLogger()])
+    assert result.history["learning_rate"][2] < 0.001, result.history  # reduced before the kill
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")]
+    assert warned == []  # autologging's warning of a refused param change
+    client = mlflow.MlflowClient()
+    params = client.get_run(run.info.run_id).data.params
+    assert float(params["optimizer_learning_rate"]) == pytest.approx(0.001)  # as configured

@@ -11,23 +11,7 @@ from conftest import tiny_fashion
 from study.training.backups import discard, read_state
 from study.training.fitting import configure_tf
 from study.training.train import train_model
-
-
-class CrashAtStart(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        raise KeyboardInterrupt("killed before the first epoch ended")
-
-
-class Crash(keras.callbacks.Callback):
-    """Raises after `epoch` epochs, after the other callbacks have saved their state."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt("simulated crash")
+from training.crashes import Crash, CrashAtStart
 
 
 def run(cfg, out, work, crash_after=None, noisy_val=False):
