@@ -115,6 +115,7 @@ def seed_study(repo: Path, quick: bool) -> dict[str, Any]:
     if quick:
         params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
         best["epochs"] = QUICK_EPOCHS  # the searched variant's own (search.variant_fields)
+        params["search"]["variant_fields"]["epochs"] = QUICK_EPOCHS  # as best.yaml has it
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc_path = repo / "dvc.yaml"
     dvc_yaml = yaml.safe_load(dvc_path.read_text())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +34,7 @@ from study.config.sections import (
     Train,
 )
 from study.config.validation import names, validate
-from study.config.variant import BINARY, Variant, VariantEntry
+from study.config.variant import BINARY, Name, Variant, VariantEntry
 
 
 class Params(Strict):
@@ -44,7 +46,11 @@ class Params(Strict):
     fetch: Fetch
     prepare: Prepare
     train: Train
-    variants: Annotated[dict[str, VariantEntry], Field(min_length=1)]
+    # The schema's patternProperties alone would let an editor accept any other name.
+    variants: Annotated[
+        dict[Name, VariantEntry],
+        Field(min_length=1, json_schema_extra={"additionalProperties": False}),
+    ]
     evaluate: Evaluate
     crossval: Crossval
     compare: Compare
@@ -84,6 +90,7 @@ def load_params(root: Path | None = None) -> Params:
     for name in params.variants:
         params.variant(name)
     _check_crossval(params)
+    _check_storage(params.search.storage, params.root)
     if params.search.variant in params.variants:
         raise ConfigError(
             f"search.variant: {params.search.variant!r} is a key of variants; the searched"
@@ -112,6 +119,22 @@ def _check_crossval(params: Params) -> None:
                 raise ConfigError(
                     f"crossval.variants.{dataset}: {name!r} is a variant of {actual}; {where}"
                 )
+
+
+def _check_storage(storage: str, root: Path) -> None:
+    """search.storage is a URI or a directory inside the repository: the search deletes its
+    last experiment there (shutil.rmtree in study/search/tune.py's fit)."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", storage):
+        return
+    # Lexical, as written: `..` and absolute paths cannot reach outside the repository.
+    top = Path(os.path.abspath(root))
+    path = Path(os.path.normpath(top / storage))
+    if path == top or not path.is_relative_to(top):
+        raise ConfigError(
+            f"search.storage: {storage!r} leads outside the repository {top} or to its top"
+            " (the search deletes its last results there); allowed: a directory inside the"
+            " repository (relative to it, e.g. .dvc/tmp/search) or a URI (scheme://...)"
+        )
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -151,14 +174,54 @@ def config_json(cfg: Variant) -> str:
 def variant_config(params: Params, name: str) -> Variant:
     """The config a stage trains variant `name` with: variants/<name>.json, the file DVC
     tracks for it (written by the variants stage from params.yaml), or for the searched
-    variant its merge with search/best.yaml."""
+    variant its merge with search/best.yaml.
+
+    A stage run outside DVC (`python -m stages.train`, `mlflow run`) after a params.yaml edit
+    would train a stale file without a word: the file must equal the current merge (and
+    search/best.yaml hold search.variant_fields as they are now), or one ConfigError says
+    which stage to rerun. Both merges are load_params', so the check costs a file read."""
+    cfg = params.variant(name)  # an unknown name fails here, naming the defined ones
     if name == params.search.variant:
-        return params.variant(name)
-    params.variant(name)  # an unknown name fails here, naming the defined ones
+        _check_searched(params.search, searched_entry(params.root), params.root / SEARCH_BEST)
+        return cfg
     path = params.root / VARIANTS_DIR / f"{name}.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run `dvc repro variants`")
-    return Variant.model_validate_json(path.read_text())
+    written, current = path.read_text(), config_json(cfg) + "\n"  # as the variants stage writes
+    if written != current:
+        raise ConfigError(
+            f"{path}: stale, {_changes(written, current)} differ from variant {name!r} as"
+            " params.yaml merges it now; run `dvc repro variants`"
+        )
+    return cfg
+
+
+def _check_searched(search: Search, best: dict[str, Any], path: Path) -> None:
+    """search/best.yaml has search.dataset, search.base and search.variant_fields as the
+    search copied them there (study/search/space.py's searched_variant)."""
+    expected = merge(best, search.variant_fields.model_dump(exclude_unset=True))
+    expected.update(dataset=search.dataset, presets=list(search.base))
+    if not search.base:
+        expected.pop("presets")
+    changed = sorted(k for k in expected.keys() | best.keys() if expected.get(k) != best.get(k))
+    if changed:
+        raise ConfigError(
+            f"{path}: stale, {', '.join(changed)} differ from search.dataset, search.base and"
+            " search.variant_fields in params.yaml now; run `dvc repro search`"
+        )
+
+
+def _changes(written: str, current: str) -> str:
+    """What differs between two variant files: top-level fields, or the file's form."""
+    try:
+        old = json.loads(written)
+    except json.JSONDecodeError:
+        return "its content (no JSON)"
+    new = json.loads(current)
+    if not isinstance(old, dict):
+        return "its content (no JSON object)"
+    fields = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return ", ".join(fields) or "its formatting"
 
 
 def searched_entry(root: Path | None = None) -> dict[str, Any]:

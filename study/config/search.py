@@ -15,7 +15,7 @@ from pydantic import (
 
 from study.config.base import Strict
 from study.config.validation import fail, names
-from study.config.variant import DATASETS, VariantPatch
+from study.config.variant import DATASETS, Name, VariantPatch
 
 # search.space keys: the variant fields a trial may vary, and optimizer settings by their own
 # name (learning_rate: optimizer.learning_rate). Forms of a searched field's distribution.
@@ -68,7 +68,7 @@ class Search(Strict):
     """The search stage: Ray Tune (ASHA + seeded Optuna TPE) on the train and val splits of
     `dataset`; the best trial becomes variant `variant` (search/best.yaml)."""
 
-    variant: str = Field(description="the searched variant's name; not a key of variants")
+    variant: Name = Field(description="the searched variant's name; not a key of variants")
     dataset: Literal[DATASETS]
     base: list[str] = Field(description="train.presets under the sampled fields, in order")
     metric: Literal["val_accuracy", "val_loss"]

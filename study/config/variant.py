@@ -3,6 +3,7 @@ train.defaults, presets, search.variant_fields) and `VariantEntry` (a key of `va
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,6 +38,23 @@ _BINARY_LOSSES = (
     "mean_squared_logarithmic_error",
     "poisson",
 )
+# A variant's name becomes paths (models/<name>, .backup/<name>, variants/<name>.json,
+# plots/history/<name>.csv): no separator, no `..`, no hidden or empty name.
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+def name_form(value: Any) -> Any:
+    # Before pydantic's pattern check, whose message would not say what a name may be.
+    if isinstance(value, str) and not re.fullmatch(NAME_PATTERN, value):
+        raise fail(
+            f"invalid name {value!r} (it becomes a file name); allowed: letters, digits, _ and"
+            " -, starting with a letter or digit"
+        )
+    return value
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN), BeforeValidator(name_form)]
+
 LOSSES = {
     "thoracic": _BINARY_LOSSES,
     "thoracic_clean": _BINARY_LOSSES,

@@ -22,7 +22,7 @@ from bench import (
     system_metrics,
 )
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
-from study.config.params import load_params
+from study.config.params import load_params, variant_config
 from study.config.raw import read_params, read_yaml
 from study.config.variant import Variant
 
@@ -33,6 +33,7 @@ def test_seed_study_keeps_the_seed_variants_without_search_or_crossval(tmp_path)
     run.seed_study(repo, quick=True)
 
     params = load_params(repo)  # still a valid study
+    variant_config(params, params.search.variant)  # best.yaml as search.variant_fields say
     datasets = {name: params.variant(name).dataset for name in params.variants}
     main = read_params()["variants"]
     seed = {n for n, v in main.items() if v["dataset"] in run.SEED_DATASETS}
