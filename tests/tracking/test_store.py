@@ -19,6 +19,7 @@ from study.config.cli import run_stage
 from study.config.paths import REPO_ROOT
 from study.tracking.store import (
     EXPERIMENT_TAGS,
+    SQLITE_TIMEOUT_S,
     TrackingError,
     check_reachable,
     setup_mlflow,
@@ -35,7 +36,7 @@ def closed_port() -> int:
 
 def test_default_store_is_absolute_sqlite_in_the_users_repo(monkeypatch, tmp_path):
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    # writers wait up to 60 s for the lock (Python's sqlite3 gives up after 5)
+    # its writers wait up to 20 s for a lock (test_busy_timeout_is_20_s_for_mlflows_sessions...)
     assert tracking_uri(STORE) == f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
     # during `dvc exp run --temp/--queue` DVC_ROOT names the user's repository
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
@@ -104,6 +105,28 @@ def test_setup_makes_the_experiment_with_its_artifacts_in_the_project(local_stor
     assert run.info.experiment_id == exp.experiment_id
 
 
+def test_busy_timeout_is_20_s_for_mlflows_sessions_and_the_wal_setup(local_store, monkeypatch):
+    """A writer of the store waits 20 s for another's lock before 'database is locked' (Python's
+    sqlite3 gives up after 5): MLflow's busy_timeout pragma on each of its sessions, and the
+    connection that switches the store to WAL (write_ahead_log) waits as long."""
+    from mlflow.tracking._tracking_service.utils import _get_store
+    from sqlalchemy import text
+
+    with _get_store().ManagedSessionMaker() as session:
+        busy_ms = session.execute(text("PRAGMA busy_timeout")).scalar()
+    assert busy_ms == 20_000 == SQLITE_TIMEOUT_S * 1000
+    timeouts = []
+    connect = sqlite3.connect
+
+    def recording(*args, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", recording)
+    setup_mlflow(STORE)
+    assert timeouts == [20]
+
+
 def test_a_reader_never_blocks_a_writer(local_store, tmp_path):
     """WAL: while another process reads the store (the UI, `mlflow.search_runs`, a report), a
     run still logs at once. In SQLite's default rollback journal the write waits for the
@@ -123,7 +146,7 @@ def test_a_reader_never_blocks_a_writer(local_store, tmp_path):
 
 
 # Writers of one store at once, as `dvc queue start -j N`, the Ray runner or the search's trials:
-# each process sets the store up (setup_mlflow: WAL, the 60 s busy timeout) and logs a run
+# each process sets the store up (setup_mlflow: WAL, the 20 s busy timeout) and logs a run
 # quickly, all released together. Forked from one process that imported MLflow: fast to start.
 WRITERS = """
 import json, multiprocessing, sys, traceback

@@ -7,10 +7,18 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from bench.workspace import pipeline_env
 from study.config.paths import REPO_ROOT
 from study.training.batches import array_batches
+
+
+def tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
 
 FIT = """
 import sys, keras, numpy as np, tensorflow as tf
@@ -55,12 +63,30 @@ def test_same_batches_same_weights_as_kerass_numpy_path():
         np.testing.assert_array_equal(a, b)
 
 
-def test_no_use_unbounded_threadpool_error_under_op_determinism():
+@pytest.fixture(scope="module")
+def logged() -> tuple[str, str]:
+    """What TF logs fitting through our batches, then (same process) through Keras's NumPy
+    path, under op determinism."""
     script = FIT.format(root=str(REPO_ROOT))
     proc = subprocess.run([sys.executable, "-c", script], env=pipeline_env(),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     ours, rest = proc.stderr.split("--- batches done\n")
-    kerass = rest.split("--- numpy done\n")[0]
+    return ours, rest.split("--- numpy done\n")[0]
+
+
+def test_no_use_unbounded_threadpool_error_under_op_determinism(logged):
+    ours, _ = logged
     assert "use_unbounded_threadpool" not in ours
-    assert "use_unbounded_threadpool" in kerass  # the TF bug this module avoids
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=f"the TensorFlow {tf_version()} bug study/training/batches.py works around: Keras's"
+    " NumPy path logs 'NodeDef mentions attribute use_unbounded_threadpool' under op"
+    " determinism. If this passes, TF fixed it: drop array_batches for Keras's own path.",
+)
+def test_kerass_numpy_path_logs_no_use_unbounded_threadpool_error(logged):
+    ours, kerass = logged
+    assert "use_unbounded_threadpool" not in ours  # TF logs it once per process: ours first
+    assert "use_unbounded_threadpool" not in kerass
