@@ -2,7 +2,9 @@
 and the last model of each, and log every training to MLflow.
 
 Usage: python -m stages.train VARIANT   (dvc.yaml: train@<variant>, train_searched)
-Trains the config in variants/<variant>.json (the searched variant: search/best.yaml merged).
+Trains the config in variants/<variant>.json (the searched variant: search/best.yaml merged);
+refuses one that params.yaml no longer merges to (run outside DVC after an edit), naming the
+stage to rerun (study.config.params.variant_config).
 Writes models/<variant>/ (best.keras, last.keras, train.json; seed<S>/ for the variant's other
 seeds) and plots/history/<variant>.csv (study/training/run.py).
 """
