@@ -1,8 +1,10 @@
 """Cross-validation's references recomputed (bench/check_metrics.py runs this): the folds of
-crossval.variants' datasets redrawn with scikit-learn's RepeatedStratifiedKFold on the train +
-val rows, the logistic reference refitted and the majority class counted on each, their mean
-and sd with the statistics module, compared with metrics/crossval/<variant>.json. The
-network's folds are not refitted (its figures are only checked to be there)."""
+crossval.variants' datasets redrawn with scikit-learn's RepeatedStratifiedKFold on the raw
+train + val rows, the logistic reference refitted on each fold's features as scikit-learn's
+own encoders make them from its fit rows (prepare.<dataset>'s columns) and the majority class
+counted, their mean and sd with the statistics module, compared with
+metrics/crossval/<variant>.json. The network's folds are not refitted (its figures are only
+checked to be there)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from bench.metric_diffs import Diffs
-from study.config.paths import METRICS_DIR, PREPARED_DIR, split_path
-from study.io.splits import load_split
+from study.config.paths import METRICS_DIR, RAW_DIR
+from study.config.sections import ThoracicFeatures
+from study.data.prepare import THORACIC_CSV, split_rows
+from study.data.raw import read_thoracic_csv
 
 
 def fold_scores(y: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -28,26 +32,45 @@ def fold_scores(y: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> dict[str, 
     }
 
 
+def encoder(features: ThoracicFeatures, width: int) -> Any:
+    """scikit-learn's encoding of prepare.<dataset>'s columns: one-hot, dropped, z-scored."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    onehot = list(features.one_hot_columns)
+    other = [c for c in range(width) if c not in {*features.drop_columns, *onehot}]
+    scale = StandardScaler() if features.standardize else "passthrough"
+    category = OneHotEncoder(handle_unknown="ignore")
+    return ColumnTransformer([("category", category, onehot), ("numeric", scale, other)])
+
+
 def check_crossval(root: Path, params: Any, diffs: Diffs) -> list[str]:
     """metrics/crossval/<variant>.json of every cross-validated variant: the references."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import RepeatedStratifiedKFold
+    from sklearn.pipeline import make_pipeline
 
     cv, threshold, lines = params.crossval, params.evaluate.threshold, []
     for dataset, listed in cv.variants.items():
         if not listed:
             continue
-        parts = [load_split(split_path(root / PREPARED_DIR, s, dataset)) for s in ("train", "val")]
-        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        raw_x, raw_y = read_thoracic_csv(root / RAW_DIR / THORACIC_CSV)
+        rows = split_rows(raw_y, params.prepare.thoracic, params.seed)
+        keep = np.concatenate([rows["train"], rows["val"]])  # the prepared train + val rows
+        x, y = raw_x[keep], raw_y[keep]
+        features = getattr(params.prepare, dataset)
         folds = RepeatedStratifiedKFold(
             n_splits=cv.folds, n_repeats=cv.repeats, random_state=params.seed
         ).split(x, y)
         found: dict[str, list[dict[str, float]]] = {"logistic": [], "majority": []}
         for fit_rows, held in folds:
-            logistic = LogisticRegression(
-                C=cv.logistic.C,
-                max_iter=cv.logistic.max_iter,
-                class_weight=cv.logistic.class_weight,
+            logistic = make_pipeline(
+                encoder(features, x.shape[1]),
+                LogisticRegression(
+                    C=cv.logistic.C,
+                    max_iter=cv.logistic.max_iter,
+                    class_weight=cv.logistic.class_weight,
+                ),
             )
             prob = logistic.fit(x[fit_rows], y[fit_rows]).predict_proba(x[held])[:, 1]
             found["logistic"].append(fold_scores(y[held], prob, (prob >= threshold).astype(int)))

@@ -30,7 +30,9 @@ def main() -> None:
     params = load_params()
     variants = params.study_variants()  # the listed variants, then the searched one
     metrics = read_metrics(variants, REPO_ROOT / METRICS_DIR)
-    crossval = read_crossval(variants, REPO_ROOT / METRICS_DIR)
+    # Only the variants crossval.variants lists: a removed one's stale file is no result.
+    cross_validated = [v for listed in params.crossval.variants.values() for v in listed]
+    crossval = read_crossval(cross_validated, REPO_ROOT / METRICS_DIR)
     trained = {
         v: json.loads((REPO_ROOT / MODELS_DIR / v / "train.json").read_text()) for v in variants
     }

@@ -3,8 +3,10 @@ beside a logistic regression and the majority class on the same folds.
 
 Usage: python -m stages.crossval VARIANT   (dvc.yaml: crossval_<dataset>@<variant>, for the
 variants listed in crossval.variants)
-Writes metrics/crossval/<variant>.json: per model (variant, logistic, majority) the mean and sd
-over the folds of AUC, balanced accuracy and accuracy (study/crossval/folds.py).
+Reads the raw CSV (the non-test rows of prepare's split; each fold's features encoded on its fit
+rows as prepare.<dataset> says). Writes metrics/crossval/<variant>.json: per model (variant,
+logistic, majority) each fold's AUC, balanced accuracy and accuracy, their mean and sd
+(study/crossval/folds.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from study.config.cli import name_arg, run_stage
 from study.config.errors import ConfigError
 from study.config.params import load_params, variant_config
-from study.config.paths import METRICS_DIR, PREPARED_DIR, REPO_ROOT
+from study.config.paths import METRICS_DIR, RAW_DIR, REPO_ROOT
 from study.crossval.folds import crossval_scores, non_test_rows
 from study.io.files import write_atomic
 from study.training.fitting import configure_tf
@@ -27,7 +29,8 @@ def main() -> None:
     cfg = variant_config(params, variant)
     if variant not in params.crossval.variants.get(cfg.dataset, []):
         raise ConfigError(f"crossval.variants.{cfg.dataset}: {variant!r} is not listed")
-    data = non_test_rows(REPO_ROOT / PREPARED_DIR, cfg.dataset)
+    data = non_test_rows(REPO_ROOT / RAW_DIR, params.prepare, params.seed)
+    features = getattr(params.prepare, cfg.dataset)  # prepare.<dataset>: its encoding
     configure_tf(params.seed, params.deterministic, params.train.threads)
 
     def progress(i: int, seconds: float) -> None:
@@ -35,7 +38,7 @@ def main() -> None:
 
     start = time.perf_counter()
     scores = crossval_scores(
-        cfg, data, params.crossval, params.seed, params.evaluate.threshold, progress
+        cfg, data, features, params.crossval, params.seed, params.evaluate.threshold, progress
     )
     text = json.dumps(scores, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(REPO_ROOT / METRICS_DIR / "crossval" / f"{variant}.json", text.encode())

@@ -24,6 +24,8 @@ FASHION_FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 PIXEL_MAX = 255.0
+# The thoracic datasets' one raw file, under the raw directory (also cross-validation's input).
+THORACIC_CSV = Path("thoracic/ThoraricSurgery.csv")
 Split = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
@@ -121,7 +123,7 @@ def split_fashion(arrays: dict[str, np.ndarray], cfg: PrepareFashion, seed: int)
 
 def prepare(cfg: Prepare, seed: int, raw: Path, out: Path) -> None:
     """Prepare every dataset from raw/ into out/<split>/<dataset>.npz."""
-    x, y = read_thoracic_csv(raw / "thoracic" / "ThoraricSurgery.csv")
+    x, y = read_thoracic_csv(raw / THORACIC_CSV)
     for dataset in ("thoracic", "thoracic_clean"):  # the same rows: prepare.thoracic's split
         features = getattr(cfg, dataset)
         split = split_thoracic(x, y, cfg.thoracic, seed, features, f"prepare.{dataset}")

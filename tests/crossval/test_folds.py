@@ -1,38 +1,37 @@
-"""study.crossval.folds and the crossval stage: stratified seeded folds of the non-test
-rows, the variant refitted per fold (one model reset per fold, as a fresh one; class weights
-included), the logistic and majority reference on the same folds, the summary over the folds;
-the cross-validation settings validated up front."""
+"""study.crossval.folds and the crossval stage: stratified seeded folds of the raw non-test
+rows, each fold's features encoded on its fit rows only (prepare's encode_features), the
+variant refitted per fold (one model per feature count reset per fold, as a fresh one; class
+weights included), the logistic and majority reference on the same folds, each fold's scores
+and their summary; the cross-validation settings validated up front."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import keras
 import numpy as np
 import pytest
-import yaml
 from conftest import thoracic_rows
-from inprocess import run_main
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-import stages.crossval
 import study.crossval.folds as crossval
 from study.config.errors import ConfigError
 from study.config.params import load_params
-from study.config.paths import METRICS_DIR, PREPARED_DIR, split_path
-from study.config.sections import Crossval
+from study.config.sections import Crossval, ThoracicFeatures
 from study.crossval.folds import (
     crossval_scores,
     cv_splits,
+    encoded_folds,
     fold_scores,
-    non_test_rows,
     reference_folds,
     summarize,
     variant_folds,
 )
-from study.io.splits import load_split, save_split
+from study.data.prepare import encode_features
 from study.training.fitting import configure_tf, fit
 from study.training.model import build_model
 
@@ -44,9 +43,20 @@ CV = Crossval(
 )
 
 
+# As prepare.thoracic_clean: column 0 dropped, column 1 one-hot, the others z-scored.
+FEATURES = ThoracicFeatures(drop_columns=[0], one_hot_columns=[1], standardize=True)
+
+
 def xy(n=150, seed=2):
+    """Raw rows: column 1 a category (2, 3, 4; one row 8: missing from one fold's fit rows)."""
     rows = thoracic_rows(n, seed)
+    rows[:, 1] = 2 + np.arange(n) % 3
+    rows[7, 1] = 8
     return rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+
+
+def folds_of(x, splits, features=FEATURES):
+    return encoded_folds(x, splits, features, "prepare.thoracic_clean")
 
 
 def test_folds_are_stratified_seeded_and_hold_out_each_row_once_per_repeat():
@@ -80,10 +90,13 @@ def test_fold_scores_and_the_summary_over_the_folds():
     )
     assert fold_scores(y, prob, prob >= 0.65)["accuracy"] == 0.8  # 0.6 is now class 0
     summary = summarize([{"auc": 0.6, "balanced_accuracy": 0.5, "accuracy": 0.8}] * 2)
-    assert summary["auc"] == {"mean": 0.6, "sd": 0.0}
+    assert summary["auc"] == {"mean": 0.6, "sd": 0.0, "folds": [0.6, 0.6]}
     two = summarize([{**scores, "auc": 0.5}, {**scores, "auc": 0.7}])
     assert two["auc"]["sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
-    assert summarize([scores])["accuracy"] == {"mean": 0.6, "sd": 0.0}  # one fold: sd 0
+    assert two["auc"]["folds"] == [0.5, 0.7]  # each fold's, in order: the report pairs them
+    assert summarize([scores])["accuracy"] == {"mean": 0.6, "sd": 0.0, "folds": [0.6]}
+    diverged = summarize([{**scores, "auc": None}, scores])["auc"]
+    assert diverged == {"mean": None, "sd": None, "folds": [None, scores["auc"]]}
 
 
 def small_cfg(**fields):
@@ -112,24 +125,49 @@ def scored():
         seen = spy_on_folds(monkeypatch)
         configure_tf(seed=3, deterministic=True, threads=1)
         ticks = []
-        doc = crossval_scores(small_cfg(), (x, y), cv, 3, 0.5, lambda i, s: ticks.append(i))
+        doc = crossval_scores(
+            small_cfg(), (x, y), FEATURES, cv, 3, 0.5, lambda i, s: ticks.append(i)
+        )
     assert ticks == [0, 1, 2, 3, 4]
     return doc, seen[:5], cv_splits(y, 5, 1, seed=3)
 
 
-def test_each_fold_is_fitted_as_a_freshly_built_model(scored):
-    """The one model reset before every fold gives what a new model would (same weights,
-    optimizer and dropout state), as train would fit it on the fold's rows: the last fold,
-    after four resets."""
+def test_each_fold_is_fitted_as_a_freshly_built_model_on_its_own_encoding(scored):
+    """The model reset before every fold gives what a new model would (same weights,
+    optimizer and dropout state), as train would fit it on the fold's rows encoded by
+    encode_features on those rows: the last fold of the first fold's width, after resets.
+    The fold without category 8 in its fit rows has one column less (its own model)."""
     x, y = xy()
     cfg = small_cfg()
     _, probabilities, splits = scored
-    fit_rows, held = splits[-1]
+    widths = [len(np.unique(x[fit_rows, 1])) + 15 for fit_rows, _ in splits]
+    assert widths.count(18) == 1 and widths[0] == 19  # one fold without category 8
+    last = max(i for i, w in enumerate(widths) if w == widths[0])
+    fit_rows, held = splits[last]
+    xs = encode_features(x, {"train": fit_rows, "held": held}, FEATURES, "k")
     keras.utils.set_random_seed(3)
-    model = build_model(cfg, x.shape[1:])
-    fit(model, cfg, (x[fit_rows], y[fit_rows]))
-    fresh = keras.ops.convert_to_numpy(model(x[held], training=False))[:, 0]
-    np.testing.assert_allclose(probabilities[-1], fresh, atol=1e-6)
+    model = build_model(cfg, (widths[0],))
+    fit(model, cfg, (xs["train"], y[fit_rows]))
+    fresh = keras.ops.convert_to_numpy(model(xs["held"], training=False))[:, 0]
+    np.testing.assert_allclose(probabilities[last], fresh, atol=1e-6)
+
+
+def test_each_folds_encoding_is_fitted_on_its_fit_rows_only():
+    """z-score statistics and one-hot categories come from each fold's fit rows: the numeric
+    columns have mean 0 and sd 1 on the fit rows, a category seen only in held-out rows is
+    all 0, and the fit rows' features stay the same when the held-out rows' raw values move."""
+    x, y = xy()
+    splits = cv_splits(y, 5, 1, seed=3)
+    for (x_fit, x_held), (fit_rows, held) in zip(folds_of(x, splits), splits, strict=True):
+        k = len(np.unique(x[fit_rows, 1]))  # the one-hot columns come first (column 1's)
+        assert x_fit.shape[1] == x_held.shape[1] == k + 15  # column 0 dropped
+        np.testing.assert_allclose(x_fit[:, k:].mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(x_fit[:, k:].std(axis=0), 1, atol=1e-4)
+        if 7 in held:  # row 7's category 8 is not among the fit rows': no column
+            assert k == 3 and not x_held[list(held).index(7), :k].any()
+    moved = x.copy()
+    moved[splits[0][1]] += 1000.0
+    np.testing.assert_array_equal(folds_of(moved, splits[:1])[0][0], folds_of(x, splits[:1])[0][0])
 
 
 def test_crossval_scores_summarize_the_variants_folds(scored):
@@ -145,6 +183,7 @@ def test_crossval_scores_summarize_the_variants_folds(scored):
     balanced = [
         balanced_accuracy_score(y[h], p >= 0.5) for h, p in zip(held, probabilities, strict=True)
     ]
+    assert doc["variant"]["auc"]["folds"] == [round(a, 6) for a in aucs]
     assert doc["variant"]["auc"]["mean"] == round(np.mean(aucs), 6)
     assert doc["variant"]["auc"]["sd"] == round(np.std(aucs, ddof=1), 6)
     assert doc["variant"]["balanced_accuracy"]["mean"] == round(np.mean(balanced), 6)
@@ -158,14 +197,23 @@ def test_the_references_are_a_logistic_regression_and_the_majority_on_the_same_f
     doc, _, splits = scored
     x, y = xy()
     aucs, shares = [], []
-    for fit_rows, held in splits:
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(x[fit_rows], y[fit_rows])
+    for fit_rows, held in splits:  # independently: scikit-learn's encoders, fitted per fold
+        model = make_pipeline(
+            ColumnTransformer(
+                [
+                    ("category", OneHotEncoder(handle_unknown="ignore"), [1]),
+                    ("numeric", StandardScaler(), list(range(2, 17))),
+                ]
+            ),
+            LogisticRegression(C=1.0, max_iter=1000),
+        ).fit(x[fit_rows], y[fit_rows])
         aucs.append(roc_auc_score(y[held], model.predict_proba(x[held])[:, 1]))
         shares.append(np.mean(y[held] == 0))
+    assert doc["logistic"]["auc"]["folds"] == pytest.approx(aucs, abs=1e-6)
     assert doc["logistic"]["auc"]["mean"] == pytest.approx(np.mean(aucs), abs=1e-6)
     assert doc["logistic"]["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1), abs=1e-6)
-    assert doc["majority"]["auc"] == {"mean": 0.5, "sd": 0.0}
-    assert doc["majority"]["balanced_accuracy"] == {"mean": 0.5, "sd": 0.0}
+    assert doc["majority"]["auc"] == {"mean": 0.5, "sd": 0.0, "folds": [0.5] * 5}
+    assert doc["majority"]["balanced_accuracy"] == {"mean": 0.5, "sd": 0.0, "folds": [0.5] * 5}
     assert doc["majority"]["accuracy"]["mean"] == pytest.approx(np.mean(shares), abs=1e-6)
     assert doc["logistic"]["auc"]["mean"] > 0.6  # the fixture's feature 3 carries signal
 
@@ -175,7 +223,8 @@ def test_the_majority_is_the_fit_rows_majority_class_whichever_it_is():
     y = np.array([1] * 7 + [0] * 5)
     held = np.array([0, 1, 11])  # two 1s and a 0
     splits = [(np.arange(2, 11), held), (np.arange(5, 11), held)]  # 5 of 9, 2 of 6 are 1s
-    folds = reference_folds(x, y, splits, CV.logistic, seed=0, threshold=0.5)["majority"]
+    encoded = [(x[f], x[h]) for f, h in splits]
+    folds = reference_folds(encoded, y, splits, CV.logistic, seed=0, threshold=0.5)["majority"]
     assert [f["accuracy"] for f in folds] == pytest.approx([2 / 3, 1 / 3])
     assert [f["auc"] for f in folds] == [0.5, 0.5]  # a constant probability ranks nothing
     assert [f["balanced_accuracy"] for f in folds] == [0.5, 0.5]
@@ -187,82 +236,7 @@ def test_balanced_class_weight_raises_the_positives_probabilities(monkeypatch):
     splits = cv_splits(y, 5, 1, seed=3)[:1]
     for weight in (None, "balanced"):
         configure_tf(seed=3, deterministic=True, threads=1)
-        variant_folds(small_cfg(class_weight=weight, epochs=6), x, y, splits, threshold=0.5)
+        cfg = small_cfg(class_weight=weight, epochs=6)
+        variant_folds(cfg, folds_of(x, splits), y, splits, threshold=0.5)
     unweighted, balanced = (np.mean(p) for p in seen)
     assert balanced > unweighted + 0.1  # the 15% positives weigh ~3.3 each
-
-
-def test_non_test_rows_are_the_train_then_val_files(tmp_path):
-    x, y = xy(30)
-    split = {"train": (x[:20], y[:20]), "val": (x[20:25], y[20:25]), "test": (x[25:], y[25:])}
-    save_split(split, tmp_path, "thoracic")
-    got_x, got_y = non_test_rows(tmp_path, "thoracic")
-    np.testing.assert_array_equal(got_x, x[:25])
-    np.testing.assert_array_equal(got_y, y[:25])
-    split_path(tmp_path, "test", "thoracic").unlink()  # never read
-    assert len(non_test_rows(tmp_path, "thoracic")[1]) == 25
-
-
-def test_the_stage_cross_validates_a_listed_variant_without_the_test_split(study, monkeypatch):
-    """stages.crossval on the tiny study, its test split removed: the folds are the train and
-    val rows only; a variant not in crossval.variants is refused."""
-    prepared = study / PREPARED_DIR
-    rows = sum(len(load_split(split_path(prepared, s, "thoracic"))[1]) for s in ("train", "val"))
-    split_path(prepared, "test", "thoracic").unlink()
-    out = study / METRICS_DIR / "crossval" / "thoracic_bce.json"
-    committed = json.loads(out.read_text())  # `dvc repro`'s, with the test split present
-    out.unlink()
-    run_main(stages.crossval, study, monkeypatch, "thoracic_bce")
-    doc = json.loads(out.read_text())
-    params = load_params(study)
-    assert (doc["rows"], doc["folds"], doc["repeats"]) == (rows, 5, params.crossval.repeats)
-    assert doc["dataset"] == "thoracic"
-    for model in ("variant", "logistic", "majority"):
-        assert set(doc[model]) == {"auc", "balanced_accuracy", "accuracy"}
-        assert 0 <= doc[model]["accuracy"]["mean"] <= 1
-    assert doc == committed  # the same folds, fits and scores: the test rows played no part
-    message = r"^crossval.variants.fashion_mnist: 'baseline' is not listed"
-    with pytest.raises(ConfigError, match=message):
-        run_main(stages.crossval, study, monkeypatch, "baseline")
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (
-            lambda p: p["variants"]["thoracic_bce"].update(class_weight="even"),
-            "variants.thoracic_bce.class_weight: unknown value 'even'; allowed: balanced, null,",
-        ),
-        (
-            lambda p: p["variants"]["thoracic_bce"].update(class_weight={1: 3.0}),
-            "variants.thoracic_bce.class_weight: a mapping needs one weight per class 0, 1",
-        ),
-        (
-            lambda p: p["variants"]["thoracic_bce"].update(class_weight={0: 1.0, 1: 0}),
-            r"variants.thoracic_bce.class_weight\[1\]: must be > 0",
-        ),
-        (
-            lambda p: p["crossval"]["logistic"].update(class_weight={0: 1.0}),
-            "crossval.logistic.class_weight: a mapping needs one weight per class 0, 1",
-        ),
-        (lambda p: p["crossval"].update(folds=1), "crossval.folds: must be >= 2, got 1"),
-        (lambda p: p["crossval"].update(repeats=0), "crossval.repeats: must be > 0, got 0"),
-        (lambda p: p.pop("crossval"), "crossval: missing"),
-        (
-            lambda p: p["prepare"]["thoracic_clean"].update(drop_columns=[1]),
-            r"prepare.thoracic_clean.one_hot_columns: column\(s\) 1 also in drop_columns",
-        ),
-    ],
-)
-def test_the_settings_fail_up_front_naming_the_key(params, tmp_path, change, message):
-    bad = copy.deepcopy(params)
-    change(bad)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
-    with pytest.raises(ConfigError, match=f"^{message}"):
-        load_params(tmp_path)
-
-
-def test_a_variant_without_class_weight_keeps_working():
-    params = load_params()
-    assert params.variant("thoracic_bce").class_weight is None  # no weighting
-    assert params.variant("thoracic_bce_clean_balanced").class_weight == "balanced"

@@ -186,7 +186,7 @@ def test_a_fold_set_with_a_diverged_fold_has_null_means():
     ok = {"auc": 0.7, "balanced_accuracy": 0.6, "accuracy": 0.8}
     gone = {"auc": None, "balanced_accuracy": 0.5, "accuracy": 0.85}
     summary = summarize([ok, gone])
-    assert summary["auc"] == {"mean": None, "sd": None}
+    assert summary["auc"] == {"mean": None, "sd": None, "folds": [0.7, None]}
     assert summary["accuracy"]["mean"] == pytest.approx(0.825)
 
 
@@ -204,10 +204,11 @@ def test_crossval_of_a_diverging_variant_is_reported_as_diverged():
         variants={"thoracic": ["thoracic_bce"], "thoracic_clean": []},
     )
     configure_tf(seed=1, deterministic=True, threads=1)
-    doc = crossval_scores(cfg, (x, y), cv, seed=1, threshold=0.5)
+    features = load_params().prepare.thoracic  # thoracic's encoding, fitted per fold
+    doc = crossval_scores(cfg, (x, y), features, cv, seed=1, threshold=0.5)
     assert strict_json(json.dumps(doc)) == doc
-    assert doc["variant"]["auc"] == {"mean": None, "sd": None}
-    assert doc["variant"]["balanced_accuracy"] == {"mean": 0.5, "sd": 0.0}  # all class 0
+    assert doc["variant"]["auc"] == {"mean": None, "sd": None, "folds": [None, None]}
+    assert doc["variant"]["balanced_accuracy"] == {"mean": 0.5, "sd": 0.0, "folds": [0.5, 0.5]}
     assert doc["logistic"]["auc"]["mean"] > 0.5  # the references are unaffected
     metrics = {
         "dataset": "thoracic",

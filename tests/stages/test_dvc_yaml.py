@@ -13,7 +13,8 @@ import yaml
 
 from study.config.code import module_files
 from study.config.params import Params, load_params
-from study.config.paths import PREPARED_DIR, REPO_ROOT, SPLITS, split_path
+from study.config.paths import PREPARED_DIR, RAW_DIR, REPO_ROOT, SPLITS, split_path
+from study.data.prepare import THORACIC_CSV
 
 # The warm stage runner: it changes no result, so dvc.yaml documents it as not a dependency.
 RUNNER = "tools.prefork"
@@ -107,7 +108,8 @@ def data_files(files: set[str]) -> set[str]:
 
 def test_each_variant_stage_depends_on_its_own_dataset_config_and_models_only(resolved):
     """As DVC resolves the foreach stages: train@V reads V's merged config variants/V.json
-    and V's dataset's train and val files, crossval_<D>@V the same (D: V's dataset),
+    and V's dataset's train and val files, crossval_<D>@V its config and the raw CSV (the
+    non-test rows, each fold encoded on its fit rows: never the train-fitted encoding),
     evaluate@V its test file and models/V; the search and the searched variant's stages
     search.dataset's files, the search never test."""
     params, stages = resolved
@@ -129,8 +131,9 @@ def test_each_variant_stage_depends_on_its_own_dataset_config_and_models_only(re
     for dataset, listed in params.crossval.variants.items():
         for name in listed:
             assert params.variants[name].dataset == dataset
-            own = {s: str(split_path(PREPARED_DIR, s, dataset)) for s in SPLITS}
-            check(f"crossval_{dataset}@{name}", {own["train"], own["val"], f"variants/{name}.json"})
+            check(
+                f"crossval_{dataset}@{name}", {str(RAW_DIR / THORACIC_CSV), f"variants/{name}.json"}
+            )
     searched = {s: str(split_path(PREPARED_DIR, s, params.search.dataset)) for s in SPLITS}
     check("search", {searched["train"], searched["val"]})
     check("train_searched", {searched["train"], searched["val"], "search/best.yaml"})
