@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from conftest import dvc
 
@@ -21,7 +22,8 @@ from study.reports.compare import (
     to_markdown,
     write_plot_csv,
 )
-from study.reports.crossval import cv_fields, read_crossval, references, relation
+from study.reports.crossval import cv_fields, read_crossval, references
+from study.reports.paired import corrected_ttest
 
 VARIANTS = ["baseline", "thoracic_bce"]
 
@@ -164,29 +166,35 @@ def test_chart_panels_per_dataset_with_the_majority_baseline():
     assert any(line.get_label() == "majority class" for line in fig.axes[1].get_lines())
 
 
-def crossval_doc(auc=(0.7, 0.03), accuracy=(0.8, 0.02)) -> dict:
+# Per-fold scores (5 folds x 2 repeats): the variant's AUC clearly above the logistic's and
+# the majority's, its balanced accuracy not distinguishable from theirs; the logistic above
+# the majority on both.
+FOLDS = {
+    "variant": {
+        "auc": [0.74, 0.66, 0.72, 0.68, 0.70, 0.73, 0.67, 0.71, 0.69, 0.70],
+        "balanced_accuracy": [0.45, 0.60, 0.50, 0.55, 0.48, 0.58, 0.47, 0.56, 0.49, 0.52],
+    },
+    "logistic": {
+        "auc": [0.66, 0.59, 0.63, 0.60, 0.62, 0.66, 0.58, 0.63, 0.61, 0.62],
+        "balanced_accuracy": [0.54, 0.56] * 5,
+    },
+    "majority": {"auc": [0.5] * 10, "balanced_accuracy": [0.5] * 10},
+}
+
+
+def band(folds: list[float]) -> dict:
+    return {"mean": float(np.mean(folds)), "sd": float(np.std(folds, ddof=1)), "folds": list(folds)}
+
+
+def crossval_doc(accuracy=(0.8, 0.02)) -> dict:
     """metrics/crossval/thoracic_bce.json: the variant's folds and the dataset's references."""
-    return {
-        "dataset": "thoracic",
-        "folds": 5,
-        "repeats": 2,
-        "rows": 399,
-        "variant": {
-            "auc": {"mean": auc[0], "sd": auc[1]},
-            "balanced_accuracy": {"mean": 0.52, "sd": 0.05},
-            "accuracy": {"mean": accuracy[0], "sd": accuracy[1]},
-        },
-        "logistic": {
-            "auc": {"mean": 0.62, "sd": 0.04},
-            "balanced_accuracy": {"mean": 0.55, "sd": 0.02},
-            "accuracy": {"mean": 0.84, "sd": 0.01},
-        },
-        "majority": {
-            "auc": {"mean": 0.5, "sd": 0.0},
-            "balanced_accuracy": {"mean": 0.5, "sd": 0.0},
-            "accuracy": {"mean": 0.85, "sd": 0.004},
-        },
-    }
+    doc = {"dataset": "thoracic", "folds": 5, "repeats": 2, "rows": 399}
+    accuracies = {"variant": accuracy, "logistic": (0.84, 0.01), "majority": (0.85, 0.004)}
+    for model, scores in FOLDS.items():
+        doc[model] = {metric: band(folds) for metric, folds in scores.items()}
+        mean, sd = accuracies[model]
+        doc[model]["accuracy"] = {"mean": mean, "sd": sd, "folds": [mean] * 10}
+    return doc
 
 
 def test_read_crossval_reads_the_cross_validated_variants_only(tmp_path):
@@ -196,8 +204,21 @@ def test_read_crossval_reads_the_cross_validated_variants_only(tmp_path):
     docs = read_crossval(VARIANTS, metrics)
     assert docs == {"thoracic_bce": crossval_doc()}  # baseline has no folds
     assert list(references(docs)) == ["thoracic"]
-    assert cv_fields(docs["thoracic_bce"])["cv_auc_sd"] == 0.03
+    assert cv_fields(docs["thoracic_bce"])["cv_auc_sd"] == np.std(FOLDS["variant"]["auc"], ddof=1)
     assert cv_fields(None) == {}
+
+
+def test_cv_fields_pair_the_variant_with_each_reference_fold_by_fold():
+    """The mean per-fold difference and the corrected test's p-value, from the folds."""
+    fields = cv_fields(crossval_doc())
+    mine, other = FOLDS["variant"]["auc"], FOLDS["logistic"]["auc"]
+    test = corrected_ttest(mine, other, 5)
+    assert fields["cv_auc_vs_logistic_diff"] == pytest.approx(np.mean(mine) - np.mean(other))
+    assert fields["cv_auc_vs_logistic_p"] == test.p < 0.001
+    assert fields["cv_balanced_accuracy_vs_majority_p"] > 0.05
+    diverged = crossval_doc()
+    diverged["variant"]["auc"]["folds"][3] = None
+    assert cv_fields(diverged)["cv_auc_vs_logistic_p"] is None
 
 
 def test_crossval_table_and_words():
@@ -206,32 +227,28 @@ def test_crossval_table_and_words():
     report = to_markdown(frame, references(docs))
     main, cv = report.split("# Cross-validated, against the logistic reference")
     assert "cv_auc" not in main  # the folds have their own table
+    assert "Nadeau-Bengio corrected resampled t-test" in cv  # the rule is stated
+    assert "*Beats* means Δ > 0 at p < 0.05" in cv
     assert "## thoracic: 5 folds x 2 repeats of 399 rows" in cv and "fashion_mnist" not in cv
-    assert "| thoracic_bce | 0.700 ± 0.030 | 0.520 ± 0.050 | 0.800 ± 0.020 | 0.650 |" in cv
-    assert "| logistic regression (reference) | 0.620 ± 0.040 |" in cv
+    assert "| thoracic_bce | 0.700 ± 0.026 | 0.520 ± 0.050 | 0.800 ± 0.020 | 0.650 |" in cv
+    assert "| logistic regression (reference) | 0.620 ± 0.027 |" in cv
     assert "| majority class | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.850 ± 0.004 |" in cv
     (line,) = [w for w in cv.splitlines() if w.startswith("- **thoracic_bce**")]
     assert line.startswith(
         "- **thoracic_bce**: beats the majority baseline: yes (AUC); beats the logistic"
         " reference: yes (AUC)."
     )
-    # AUC 0.70 - 0.03 > 0.62 + 0.04; balanced accuracy 0.52 ± 0.05 overlaps both bands
-    assert "AUC 0.700 ± 0.030 beats the majority baseline (0.500 ± 0.000)" in line
-    assert "balanced accuracy 0.520 ± 0.050 is within one sd of the majority baseline" in line
+    assert "AUC 0.700 ± 0.026 beats the majority baseline (0.500 ± 0.000, Δ +0.200, p " in line
+    assert "beats the logistic reference (0.620 ± 0.027, Δ +0.080, p " in line
+    assert (
+        "balanced accuracy 0.520 ± 0.050 is not distinguishable from the majority baseline"
+        " (0.500 ± 0.000, Δ +0.020, p " in line
+    )
     (logistic,) = [w for w in cv.splitlines() if w.startswith("- **logistic regression")]
     assert "beats the majority baseline: yes (AUC, balanced accuracy)." in logistic
     assert "logistic reference (" not in logistic  # against the majority only
     one = {"thoracic_bce": {**crossval_doc(), "repeats": 1}}
     assert "## thoracic: 5 folds x 1 repeat of 399 rows" in to_markdown(frame, references(one))
-
-
-def test_relation_is_about_one_sd_bands():
-    assert relation((0.70, 0.03), (0.62, 0.04)) == "beats"
-    assert relation((0.65, 0.03), (0.62, 0.04)) == "is within one sd of"
-    assert relation((0.50, 0.01), (0.62, 0.04)) == "is below"
-    assert relation((0.52, 0.0), (0.5, 0.0)) == "beats"  # the majority's AUC has no spread
-    assert relation((None, None), (0.5, 0.0)) == "cannot be compared with"  # a fold diverged
-    assert relation((np.nan, np.nan), (0.5, 0.0)) == "cannot be compared with"
 
 
 def test_chart_has_error_bars_where_there_are_folds():
