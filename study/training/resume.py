@@ -13,13 +13,15 @@ snapshot matching the epoch BackupAndRestore resumes from.
 
 A kill can land in the middle of a file write. Keras writes checkpoints in place, so
 the best model is also copied atomically (best.safe.keras) once ModelCheckpoint has written
-it, and restored from that copy; BackupAndRestore runs with double_checkpoint=True.
+it, and restored from that copy; BackupAndRestore runs with double_checkpoint=True, and
+settle_backup picks its last complete pair before each fit.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,40 @@ class TrainingState(keras.callbacks.Callback):
         if finished is not None:
             doc["finished"] = finished
         write_atomic(self.work_dir / STATE_FILE, json.dumps(doc).encode())
+
+
+def settle_backup(backup: keras.callbacks.BackupAndRestore, snapshots: set[str]) -> None:
+    """Leave the backup as one complete (weights, metadata) pair, or none (the seed restarts).
+
+    BackupAndRestore (Keras 3.15: backup_and_restore.py) saves an epoch in place, in this
+    order: copy weights to .bkp, copy metadata to .bkp, write weights, write metadata. On
+    restore it falls back to the .bkp pair only on an OSError, which a torn metadata file
+    (JSONDecodeError) is not, and it loads weights ahead of their metadata when a kill came
+    between the two writes. From that order: once both copies are done the .bkp pair is
+    complete, and until the metadata is written anew the two metadata files are equal (or it
+    is torn). So the current pair is complete when its metadata parses, its weights exist and
+    its epoch differs from the .bkp one; else the .bkp pair is (copied over the current one,
+    atomically: a kill while settling settles the same way next time); else, or when
+    TrainingState has no snapshot of that epoch (`snapshots`), nothing is."""
+    weights, meta = Path(backup._weights_path), Path(backup._training_metadata_path)
+    prev_weights = Path(backup._prev_weights_path)
+    prev_meta = Path(backup._prev_training_metadata_path)
+    epoch, prev_epoch = _backup_epoch(meta), _backup_epoch(prev_meta)
+    if epoch is None or epoch == prev_epoch or not weights.is_file():
+        epoch = prev_epoch if prev_weights.is_file() else None
+        if epoch is not None:
+            _copy_atomic(prev_weights, weights)
+            _copy_atomic(prev_meta, meta)
+    if epoch is None or str(epoch) not in snapshots:
+        shutil.rmtree(backup.backup_dir, ignore_errors=True)
+
+
+def _backup_epoch(path: Path) -> int | None:
+    """The epoch in BackupAndRestore's metadata file; None if absent or torn."""
+    with suppress(FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        epoch = json.loads(path.read_text()).get("epoch")
+        return epoch if isinstance(epoch, int) else None
+    return None
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

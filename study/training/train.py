@@ -17,7 +17,7 @@ from study.config.variant import Variant
 from study.training.backups import read_state
 from study.training.fitting import fit
 from study.training.model import build_model
-from study.training.resume import TrainingState
+from study.training.resume import TrainingState, settle_backup
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 BEST, LAST = "best.keras", "last.keras"
@@ -68,6 +68,7 @@ def train_model(
             state.save()  # the run id is on disk before the first epoch can be killed
         # double_checkpoint: a kill during the backup write falls back to the previous epoch
         backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
+        settle_backup(backup, set(saved.get("snapshots", {})))  # a kill mid-write: last good
         # TerminateOnNaN: a diverged run stops; best.keras keeps the last finite val_loss.
         stop_nan = keras.callbacks.TerminateOnNaN()
         # plateau before state: its logs' learning_rate joins the history, its memory the

@@ -3,6 +3,8 @@ the uninterrupted result."""
 
 from __future__ import annotations
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -75,3 +77,32 @@ def test_a_finished_training_killed_before_its_outputs_is_not_lost(variant, tmp_
     assert (tmp_path / "out" / "best.keras").is_file()
     discard(tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_backup_torn_or_half_written_by_a_kill_resumes_from_its_last_complete_epoch(
+    variant, tmp_path
+):
+    """BackupAndRestore writes an epoch's weights, then its metadata, both in place (after
+    copying the previous pair to .bkp). A kill during the metadata write leaves it torn; one
+    between the two writes leaves the next epoch's weights beside this epoch's metadata; one
+    during the first epoch's save leaves weights without metadata. Each rerun ends as the
+    uninterrupted training (from the .bkp pair, or from scratch), and never fails."""
+    cfg = variant("dropout", epochs=5, batch_size=16, patience=5)
+    full = run(cfg, tmp_path / "full", tmp_path / "w")
+    for epochs in (1, 3, 4):
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, tmp_path / "out", tmp_path / f"w{epochs}", crash_after=epochs)
+    backup = "backup/training_metadata.json", "backup/latest.weights.h5"
+    torn, half, first = (tmp_path / name for name in ("torn", "half", "first"))
+    shutil.copytree(tmp_path / "w3", torn)
+    (torn / backup[0]).write_text('{"ep')  # killed while writing epoch 3's metadata
+    shutil.copytree(tmp_path / "w3", half)  # killed between epoch 4's two writes:
+    for name in backup:  # the .bkp pair is epoch 3, as are the metadata, and the weights 4
+        shutil.copyfile(half / name, half / f"{name}.bkp")
+    shutil.copyfile(tmp_path / "w4" / backup[1], half / backup[1])
+    shutil.copytree(tmp_path / "w1", first)
+    (first / backup[0]).unlink()  # killed before epoch 1's metadata: weights, no metadata
+    for work in (torn, half, first):
+        resumed = run(cfg, tmp_path / work.name, work)
+        assert resumed.history == full.history, work.name
+        assert_same_models(tmp_path / "full", tmp_path / work.name)
