@@ -7,13 +7,11 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from conftest import dvc
 
-from study.config.params import load_params
-from study.config.paths import METRICS_DIR, MODELS_DIR, REPO_ROOT, REPORTS_DIR
+from study.config.paths import REPO_ROOT
 from study.reports.chart import chart_panels, last_vs_best_chart, plot_chart
 from study.reports.compare import (
     PLOT_COLUMNS,
@@ -264,28 +262,3 @@ def test_chart_has_error_bars_where_there_are_folds():
     assert np.allclose(sorted(segment[:, 0]), [0.75, 0.85])  # mean ± sd
     assert not any(c.get_label().startswith("cross") for c in fashion.containers)
     assert thoracic.get_xlim()[0] < 0.75
-
-
-def test_the_stage_reports_the_studys_metrics(built_study):
-    """The compare stage's outputs in the tiny study are the library's report of its metrics
-    files: every variant (listed, then the searched one), the cross-validated thoracic_bce,
-    dropout's two seeds."""
-    repo = built_study
-    variants = load_params(repo).study_variants()
-    metrics = read_metrics(variants, repo / METRICS_DIR)
-    crossval = read_crossval(variants, repo / METRICS_DIR)
-    assert list(crossval) == ["thoracic_bce"]
-    seconds = {
-        v: json.loads((repo / MODELS_DIR / v / "train.json").read_text())["train_time_s"]
-        for v in variants
-    }
-    frame = collect(metrics, crossval, seconds)
-    report = (repo / REPORTS_DIR / "compare.md").read_text()
-    assert report.startswith(to_markdown(frame, references(crossval)).rstrip("\n"))
-    assert "# Noise across seeds" in report and "| dropout | 2 |" in report
-    assert "## thoracic: 5 folds" in report
-    saved = pd.read_csv(repo / REPORTS_DIR / "compare.csv")
-    assert list(saved["variant"]) == variants
-    assert list(saved.columns) == PLOT_COLUMNS
-    png = (repo / REPORTS_DIR / "compare.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"

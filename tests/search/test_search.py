@@ -118,11 +118,13 @@ def alive(proc: psutil.Process) -> bool:
         return False
 
 
-def test_an_interrupted_search_leaves_no_ray_process_and_no_running_run(searchable):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupted_search_leaves_no_ray_process_and_no_running_run(searchable, sig):
     """What DVC runs (tools.prefork, which passes signals on), stopped once a trial runs:
     SIGTERM (`dvc queue kill`, tools.ray_repro's stop), which the stage's handler turns into
-    the KeyboardInterrupt Ctrl-C raises; from there both take the same way out."""
-    repo, sig = searchable, signal.SIGTERM
+    the KeyboardInterrupt Ctrl-C raises, and SIGINT (Ctrl-C, which DVC passes on); from there
+    both take the same way out, and the stage exits 128 + the signal's number."""
+    repo = searchable
     marker = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's sockets need a short path
     env = pipeline_env(DATA_MIRRORS="", RAY_TMPDIR=marker)
     cmd = [sys.executable, "-m", "tools.prefork", "stages.search"]
