@@ -52,6 +52,7 @@ def test_the_stage_cross_validates_a_listed_variant_without_the_test_rows(study,
     csv = study / RAW_DIR / THORACIC_CSV
     x, y = read_thoracic_csv(csv)
     test_rows = split_rows(y, params.prepare.thoracic, params.seed)["test"]
+    x = x.copy()  # read_thoracic_csv gives a read-only view
     x[test_rows] += 1000.0
     csv.unlink()  # a DVC-tracked file may be a link into the cache: write a new one
     write_csv(csv, np.column_stack([x, y]))
