@@ -10,15 +10,15 @@ MLflow run would stay RUNNING and its backup would stay in .backup/.
 from __future__ import annotations
 
 from study.config.cli import run_stage
-from study.config.paths import BACKUP_DIR, MODELS_DIR, REPO_ROOT, project_root
+from study.config.paths import MODELS_DIR, REPO_ROOT
+from study.training.backups import has_backups, tidy
 
 
 def main() -> None:
-    if not any(project_root().joinpath(BACKUP_DIR).glob("*/seed*/*")):
+    if not has_backups():
         return  # nothing to look at: skip importing MLflow
     from study.config.params import load_params
     from study.tracking.store import setup_mlflow
-    from study.training.backups import tidy
 
     params = load_params()
     mlflow = setup_mlflow(params.mlflow)

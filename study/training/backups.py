@@ -17,8 +17,8 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -67,10 +67,42 @@ def read_state(work_dir: Path) -> dict[str, Any] | None:
 
 
 @contextmanager
+def _all_backups(exclusive: bool) -> Iterator[None]:
+    """The flock on the backups' root directory itself (no lock file to leave behind): shared
+    while a training claims its directory, exclusive while a cleaner checks and removes."""
+    root = project_root() / BACKUP_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+@contextmanager
 def claimed(work_dir: Path) -> Iterator[None]:
-    """Hold work_dir's lock while training; fail if a live process already holds it."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd = _try_lock(work_dir)
+    """Hold work_dir's lock while training; fail if a live process already holds it.
+
+        Who may remove a backup directory, and when (so no stage, however many run at once,
+        fails or loses a live training because of another's cleanup):
+        - its owner, holding the directory's lock (the whole training, from the claim);
+        - a cleaner (tidy, discard_abandoned), holding the backups' root lock exclusively across
+          listing, locking (non-blocking: a held lock is a live training, skipped), reading the
+          state and removing.
+        A claim creates the directory and takes its lock under the root lock shared. So a cleaner
+        never sees a directory between its creation and its lock, a claim never finds a directory
+        locked by a cleaner (a held lock here means a live training: the error below is real),
+        and no removal interleaves with a claim's mkdir of the variant and seed directories. A lock
+    is only taken on the lock file at the directory's path (an owner removes its directory while
+    it still holds the lock: a lock on the removed file would be no one's)."""
+    with _all_backups(exclusive=False):
+        fd = None
+        while fd is None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            fd = _try_lock(work_dir)
+            if fd is None and work_dir.is_dir():
+                break  # held: a live training
     if fd is None:
         raise StageError(
             f"{work_dir}: another process is training this variant with the same settings;"
@@ -82,37 +114,50 @@ def claimed(work_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def abandoned(parent: Path, keep: Path | None) -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    """Backups under `parent` (one per key) whose process is dead (their lock is free).
-
-    Yields (directory, its saved state) while holding the directory's lock, so the caller
-    can end the state's MLflow run and remove the directory without racing a new owner."""
-    if not parent.is_dir():
-        return
-    for path in sorted(parent.iterdir()):
-        if path == keep or not path.is_dir():
-            continue
+def _dead(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+    """Of these backups, those whose process is dead (their lock is free), with their saved
+    state, each while its lock is held. The caller holds the root lock exclusively (nothing
+    is created or removed meanwhile but by live owners, which are skipped)."""
+    for path in paths:
         fd = _try_lock(path)
         if fd is None:
-            continue  # a live training with other params
+            continue  # a live training, or removed by its owner
         try:
             yield path, read_state(path)
         finally:
             os.close(fd)
 
 
-def _try_lock(work_dir: Path) -> int | None:
-    fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+def _subdirs(parent: Path) -> list[Path]:
+    """parent's directories, sorted; none if parent is gone."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+        return sorted(p for p in parent.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def _try_lock(work_dir: Path) -> int | None:
+    """An fd holding the lock of work_dir's lock file (the one at its path now); None if a
+    live process holds it or work_dir is gone."""
+    while True:
+        try:
+            fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            return None  # removed by its owner
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        with suppress(FileNotFoundError):
+            if os.stat(work_dir / LOCK_FILE).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)  # its owner removed the file after we opened it
 
 
 def discard(work_dir: Path, keep_lock: bool = False) -> None:
-    """Remove a backup; with keep_lock, all but the lock file its owner holds."""
+    """Remove a backup (its owner, done with it); with keep_lock, all but the lock file its
+    owner holds."""
     if not keep_lock:
         shutil.rmtree(work_dir, ignore_errors=True)
         return
@@ -161,9 +206,13 @@ def end_killed(client: Any, run_id: str | None) -> None:
 def discard_abandoned(client: Any, work_dir: Path) -> None:
     """Dead backups of the same variant and seed under other keys (other params or code):
     nothing will resume them. Other seeds' backups are theirs to resume."""
-    for path, saved in abandoned(work_dir.parent, keep=work_dir):
-        end_killed(client, (saved or {}).get("meta", {}).get("run_id"))
-        discard(path)
+    ended = []
+    with _all_backups(exclusive=True):
+        for path, saved in _dead(p for p in _subdirs(work_dir.parent) if p != work_dir):
+            ended.append((saved or {}).get("meta", {}).get("run_id"))
+            shutil.rmtree(path, ignore_errors=True)
+    for run_id in ended:  # MLflow after the lock: no claim waits for the store
+        end_killed(client, run_id)
 
 
 def tidy(client: Any, variants: set[str], models_dir: Path) -> list[Path]:
@@ -173,27 +222,43 @@ def tidy(client: Any, variants: set[str], models_dir: Path) -> list[Path]:
     or of a training whose result under the same key is already in models_dir (a killed
     run whose stage DVC then restored from its cache instead of rerunning it). Every stage
     that logs to MLflow calls it first, so a `dvc repro` whose next stage runs in this
-    workspace cleans up what an earlier, killed one left."""
+    workspace cleans up what an earlier, killed one left. Only those directories are locked,
+    and only under the root lock (claimed() says why that is safe beside live trainings)."""
     removed: list[Path] = []
-    if not any(project_root().joinpath(BACKUP_DIR).glob("*/seed*/*")):
+    if not has_backups():
         return removed
-    for variant_dir in sorted(project_root().joinpath(BACKUP_DIR).glob("*")):
-        done = finished_keys(models_dir / variant_dir.name)
-        for seed_dir in sorted(variant_dir.glob("seed*")):
-            for path, saved in abandoned(seed_dir, keep=None):
-                if variant_dir.name in variants and path.name not in done:
-                    continue  # may be resumed by the next run with these settings
-                end_killed(client, (saved or {}).get("meta", {}).get("run_id"))
-                discard(path)
-                removed.append(path)
-        for empty in (*sorted(variant_dir.glob("seed*")), variant_dir):
-            if empty.is_dir() and not any(empty.iterdir()):
-                empty.rmdir()
-    return removed
+    ended = []
+    with _all_backups(exclusive=True):
+        for variant_dir in _subdirs(project_root() / BACKUP_DIR):
+            done = finished_keys(models_dir / variant_dir.name)
+            for seed_dir in _subdirs(variant_dir):
+                gone = variant_dir.name not in variants
+                # only these are locked: one that may be resumed is never touched
+                candidates = [p for p in _subdirs(seed_dir) if gone or p.name in done]
+                for path, saved in _dead(candidates):
+                    ended.append((saved or {}).get("meta", {}).get("run_id"))
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+            for empty in (*_subdirs(variant_dir), variant_dir):
+                with suppress(OSError):  # not empty: a live or resumable backup
+                    empty.rmdir()
+    for run_id in ended:
+        end_killed(client, run_id)
+    return sorted(removed)
+
+
+def has_backups() -> bool:
+    """Whether any backup directory exists (cheap: tools/tidy.py skips MLflow otherwise)."""
+    root = project_root() / BACKUP_DIR
+    return any(_subdirs(seed) for variant in _subdirs(root) for seed in _subdirs(variant))
 
 
 def finished_keys(variant_models: Path) -> set[str]:
     """The keys of the variant's finished trainings in models/<variant>/: its first seed's
     train.json and each other seed's (seed<S>/train.json)."""
-    summaries = [variant_models / "train.json", *variant_models.glob("seed*/train.json")]
-    return {json.loads(path.read_text()).get("key") for path in summaries if path.is_file()}
+    keys = set()
+    seeds = [d / "train.json" for d in _subdirs(variant_models) if d.name.startswith("seed")]
+    for path in [variant_models / "train.json", *seeds]:
+        with suppress(FileNotFoundError):  # DVC removes a stage's outs before it reruns it
+            keys.add(json.loads(path.read_text()).get("key"))
+    return keys
