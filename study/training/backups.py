@@ -5,7 +5,8 @@ what the weights depend on (resume_key), so an edit of the training code or para
 resumes old weights, and runs of one variant with other params (`dvc queue start -j 2`) never
 share a directory. The root is DVC_ROOT under `dvc exp run --temp/--queue`, like the MLflow
 store, so a killed queued run is found by the next run of the same experiment. A process holds
-an flock on the directory while it trains: a directory nobody holds belongs to a dead process.
+an flock on the directory while it trains: a directory nobody holds belongs to a dead process
+(claimed() says who may remove one, and when, beside other stages running at once).
 No Keras here: cheap to import.
 """
 
