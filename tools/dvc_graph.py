@@ -12,8 +12,9 @@ from importlib.metadata import version
 from typing import Any
 
 # The DVC these internals were tested with: dvc.repo.reproduce's planning, Stage.reproduce,
-# changed, remove_outs, save_deps, save, commit and dump, stage_cache.restore, the stage-run
-# command split, the lock file's path, serialization and modify_yaml.
+# changed, remove_outs, save_deps, save, commit and dump, stage_cache.restore, dvc/stage/run.py's
+# command split, shell, flags and environment, the lock file's path, serialization and
+# modify_yaml.
 DVC_TESTED = "3.67.1"
 
 
@@ -31,6 +32,11 @@ def stage_name(repo: Any, stage: Any) -> str:
     path = os.path.relpath(stage.path, repo.root_dir)
     name = getattr(stage, "name", None)  # a .dvc file's stage has none
     return path if name is None else name if path == "dvc.yaml" else f"{path}:{name}"
+
+
+def stage_names(repo: Any) -> set[str]:
+    """The names (stage_name) of every stage in the repository's graph, targeted or not."""
+    return {stage_name(repo, stage) for stage in repo.index.stages}
 
 
 def plan(repo: Any, targets: Iterable[str] = ()) -> dict[str, tuple[Any, set[str]]]:
@@ -80,11 +86,25 @@ def prepare_stage(repo: Any, stage: Any) -> str:
         return "run"
 
 
-def commands(stage: Any) -> list[str]:
-    """The stage's commands, run in order as DVC runs them (a string: one per line)."""
-    from dvc.stage.run import _enforce_cmd_list
+def start(stage: Any) -> tuple[list[list[str]], str, dict[str, str]]:
+    """How DVC's cmd_run starts the stage's commands (dvc/stage/run.py), with its own helpers:
+    each command line (one per line of a string) as the argv DVC runs it, `$SHELL` (else
+    /bin/sh) with the flags that keep it from reading rc files (bash --noprofile --norc, zsh
+    --no-rcs, fish --no-config); the working directory and environment (DVC_ROOT,
+    DVC_STAGE). Run in this process, as DVC reads them: the shell, fish's version check."""
+    from dvc.stage.run import (
+        _enforce_cmd_list,
+        _make_cmd,
+        _warn_if_fish,
+        get_executable,
+        prepare_kwargs,
+    )
 
-    return _enforce_cmd_list(stage.cmd)
+    executable = get_executable()
+    _warn_if_fish(executable)
+    kwargs = prepare_kwargs(stage)
+    argvs = [_make_cmd(executable, cmd) for cmd in _enforce_cmd_list(stage.cmd)]
+    return argvs, str(kwargs["cwd"]), kwargs["env"]
 
 
 def record(stage: Any) -> None:
@@ -132,10 +152,3 @@ def write_lock(stages: list[Any], order: Sequence[Any], added: set[Any]) -> None
                     entries[stage.name] = entries.pop(stage.name)
         if modified:
             logger.info("Updating lock file '%s'", relpath(path))
-
-
-def stage_env(repo: Any, stage: Any) -> dict[str, str]:
-    """The environment DVC gives a stage command (dvc/stage/run.py: DVC_ROOT, DVC_STAGE)."""
-    env = {**os.environ, "DVC_STAGE": stage_name(repo, stage)}
-    env.setdefault("DVC_ROOT", repo.root_dir)
-    return env

@@ -10,7 +10,8 @@ commands run), runs every ready command as a Ray task, and records each finished
 DVC's own save + commit as it finishes (which also fills the run-cache), then writes it to
 dvc.lock, as `dvc repro` leaves it. Ray: a local instance on this machine's cores by default,
 the cluster at RAY_ADDRESS when set (the repository at the same path on every node). A stage
-that fails (its command, or DVC's checks or recording of it) stops only what depends on it;
+that fails (its command, or DVC's checks or recording of it) stops the run as in `dvc repro`
+(no stage starts; those running finish), or with -k/--keep-going only what depends on it;
 Ctrl-C or SIGTERM stops every running stage; the stages that finished are in dvc.lock either
 way. Settings: params.yaml `runner.parallel` (they change no result). With another DVC than
 tools/dvc_graph.py was tested with, this runs plain `dvc repro` instead.
@@ -27,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from tools.dvc_graph import (
-    commands,
     descendants,
     dvc_mismatch,
     plan,
     prepare_stage,
     record,
-    stage_env,
+    stage_names,
+    start,
     write_lock,
 )
 from tools.schedule import load_seconds, priorities, save_seconds
@@ -85,10 +86,13 @@ def drive(
     stages: dict[str, tuple[Any, set[str]]],
     settings: dict[str, Any],
     before_first_run: Any = None,
+    keep_going: bool = False,
 ) -> int:
     """Run the plan; return the exit code (0, 1 failed, 130 stopped). Each recorded stage is
     written to dvc.lock at once, so a killed runner loses only the stages still running.
 
+    After a failure, as `dvc repro`: no stage starts, those running finish and are recorded;
+    with keep_going (`dvc repro --keep-going`), all but the failed stage's dependants run.
     before_first_run() is called once, before the first command starts (not at all on a no-op).
     """
 
@@ -104,6 +108,7 @@ def drive(
     added: set[Any] = set()  # stages this run added to a dvc.lock (tools/dvc_graph.write_lock)
     failed: dict[str, str] = {}  # stage -> why
     skipped: set[str] = set()
+    checked: set[str] = set()  # taken from `ready`: DVC's checks done
     cpus, stop_s = settings["stage_cpus"], settings["stop_timeout_s"]
     runnable: list[str] = []  # stale stages waiting for CPUs
     occupied: dict[Any, float] = {}  # running stage -> the CPUs it occupies
@@ -128,7 +133,12 @@ def drive(
 
     def fail(name: str, why: str) -> None:
         failed[name] = why
-        lost = descendants(needs, name)
+        if keep_going:
+            lost = descendants(needs, name)
+        else:  # as plain `dvc repro`: nothing more starts; what runs finishes and is recorded
+            lost = {n for n in needs if n not in checked or n in runnable}
+            ready.clear()
+            runnable.clear()
         skipped.update(lost)
         print(f"ray_repro: {name} failed ({why})", file=sys.stderr, flush=True)
         if lost:
@@ -164,12 +174,12 @@ def drive(
             if running and sum(occupied.values()) + need > capacity:
                 return
             runnable.pop(0)
-            stage = stages[name][0]
+            argvs, cwd, env = start(stages[name][0])
             log = str(root / LOG_DIR / f"{name}.log")
             ray_cpus = 0 if name in settings["ray_driver_stages"] else need
             ref = run_command.options(
                 num_cpus=ray_cpus, max_retries=settings["max_retries"]
-            ).remote(name, commands(stage), str(stage.wdir), stage_env(repo, stage), log, stop_s)
+            ).remote(name, argvs, cwd, env, log, stop_s)
             running[ref], occupied[ref] = name, need
             print(f"ray_repro: {name}: started", flush=True)
 
@@ -178,6 +188,7 @@ def drive(
         while ready or runnable or running:
             if ready:  # DVC's checks, one stage between polls: free CPUs are refilled at once
                 name = ready.pop(0)
+                checked.add(name)
                 try:
                     action = prepare_stage(repo, stages[name][0])
                     if action == "restored":
@@ -206,7 +217,6 @@ def drive(
             ref = ended[0]
             name = running.pop(ref)
             occupied.pop(ref)
-            start_what_fits()  # the freed CPUs work while this stage is recorded
             try:
                 result = ray.get(ref)
                 code, log = result["code"], result["log"]
@@ -215,6 +225,8 @@ def drive(
             if code:
                 fail(name, f"exit {code}; log: {log}")
                 continue
+            if keep_going:  # the freed CPUs work while this stage is recorded (else only
+                start_what_fits()  # once it is: a failed recording stops the run)
             took_s, node = result["seconds"], result["node"][:8]
             print(f"ray_repro: {name}: done in {took_s:.1f}s on node {node}", flush=True)
             took[name] = took_s
@@ -239,7 +251,7 @@ def drive(
         finally:
             if ray_started:
                 ray.shutdown()
-            save_seconds(root, took)
+            save_seconds(root, took, stage_names(repo))
     for name, why in failed.items():
         print(f"ray_repro: failed: {name} ({why})", file=sys.stderr)
     return 1 if failed else 0
@@ -248,11 +260,19 @@ def drive(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("targets", nargs="*", help="stages (and what they depend on) to run")
+    parser.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="after a failure, run every stage that does not depend on the failed one (as "
+        "`dvc repro --keep-going`; without it, no stage starts after a failure)",
+    )
     args = parser.parse_args(argv)
     problem = dvc_mismatch()
     if problem:  # DVC's internals may differ: DVC itself gives the same result, one at a time
         print(f"ray_repro: {problem}; running `dvc repro` instead", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable, "-m", "dvc", "repro", *args.targets])
+        keep_going = ["--keep-going"] if args.keep_going else []
+        os.execv(sys.executable, [sys.executable, "-m", "dvc", "repro", *keep_going, *args.targets])
     from dvc.exceptions import DvcException
     from dvc.repo import Repo, lock_repo
 
@@ -284,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                 stages = plan(repo, args.targets)
             except DvcException as err:  # e.g. an unknown target: one line, as from `dvc repro`
                 sys.exit(f"error: {err}")
-            code = drive(repo, stages, settings, create_store)
+            code = drive(repo, stages, settings, create_store, args.keep_going)
         if code:
             sys.exit(code)
 

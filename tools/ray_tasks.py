@@ -1,12 +1,14 @@
 """The Ray task of tools/ray_repro.py: run one stage's commands on whichever node Ray picks.
 
 The commands are DVC's (dvc.yaml's `cmd`, so `python -m tools.prefork ...`: each node keeps
-its own warm server). Shipped to workers by value, so a node needs only the repository at the
-same path, not this module on its Python path.
+its own warm server), each started as DVC starts it (tools/dvc_graph.py: `$SHELL` with the
+flags that keep it from reading rc files). Shipped to workers by value, so a node needs only
+the repository at the same path, not this module on its Python path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -23,6 +25,27 @@ import ray
 LOG_DIR = Path(".dvc") / "tmp" / "ray_repro"
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.1
+
+# Started next to each command (python -I -S: no site, ~10 ms), in a session of its own. It
+# reads a pipe whose write end only the worker holds: a byte means the command ended (or was
+# stopped) in the worker's hands; EOF without one means the worker died, even by SIGKILL.
+# Then it stops the command's whole process group as _stop does: PR_SET_PDEATHSIG reaches
+# the shell only, not what it forked (`a; b` runs b in a child, which a fork clears it in).
+WATCHDOG = """
+import os, signal, sys, time
+fd, group, timeout_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if not os.read(fd, 1):
+    try:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            os.killpg(group, sig)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                os.killpg(group, 0)
+    except ProcessLookupError:
+        pass
+"""
 
 
 def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
@@ -61,11 +84,45 @@ def _copy(source: Any, log: Any, name: str) -> None:
         sys.stdout.flush()
 
 
+def _watch(group: int, stop_timeout_s: float) -> int:
+    """Start WATCHDOG on the process group; the pipe end to write b"x" to (then close) once
+    the command has ended or been stopped."""
+    read, write = os.pipe()  # not inheritable: the command's processes do not hold it
+    try:
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                WATCHDOG,
+                str(read),
+                str(group),
+                str(stop_timeout_s),
+            ],
+            pass_fds=(read,),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # not stopped with the worker's group or by a tty ^C
+        )
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    return write
+
+
 def stage(
-    name: str, cmds: list[str], cwd: str, env: dict[str, str], log: str, stop_timeout_s: float
+    name: str,
+    cmds: list[list[str]],
+    cwd: str,
+    env: dict[str, str],
+    log: str,
+    stop_timeout_s: float,
 ) -> dict[str, Any]:
-    """Run the commands in order (as DVC does: stop at the first failure), output to the log
-    and, line by line and prefixed with the stage name, to Ray's log stream (the driver)."""
+    """Run the commands (argv lists, as DVC starts them; the last item is the command line)
+    in order (as DVC does: stop at the first failure), output to the log and, line by line and
+    prefixed with the stage name, to Ray's log stream (the driver)."""
     # Looked up here, not between fork and exec: in a process with threads (a Ray worker) the
     # child may then only call what is resolved already, not the dynamic loader (its locks
     # may have been held by another thread at fork).
@@ -77,16 +134,13 @@ def stage(
         if os.getppid() != worker:  # the worker died before prctl
             os._exit(1)
 
-    shell = env.get("SHELL") or "/bin/sh"
     start, code = time.monotonic(), 0
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        for cmd in cmds:
-            out.write(f"$ {cmd}\n".encode())
+        for argv in cmds:
+            out.write(f"$ {argv[-1]}\n".encode())
             proc = subprocess.Popen(
-                cmd,
-                shell=True,
-                executable=shell,
+                argv,
                 cwd=cwd,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -98,15 +152,22 @@ def stage(
             # Output is copied by a thread, so this one stays in Python code, where Ray's
             # cancel (a KeyboardInterrupt) can reach it.
             copier = threading.Thread(target=_copy, args=(proc.stdout, out, name), daemon=True)
-            copier.start()
+            watchdog = None
             try:
+                watchdog = _watch(proc.pid, stop_timeout_s)
+                copier.start()
                 while (code := _wait(proc, copier)) is None:
                     pass
             except BaseException:  # ray.cancel (KeyboardInterrupt), worker shutdown
                 _stop(proc, stop_timeout_s)
                 raise
             finally:
-                copier.join(stop_timeout_s)
+                if watchdog is not None:  # ended or stopped here: the watchdog just exits
+                    with contextlib.suppress(BrokenPipeError):  # it exited already
+                        os.write(watchdog, b"x")
+                    os.close(watchdog)
+                if copier.is_alive():
+                    copier.join(stop_timeout_s)
             if code:
                 break
     return {"code": code, "seconds": time.monotonic() - start, "log": log}

@@ -1,5 +1,6 @@
-"""tools/ray_repro.py keeps what finished: a stage that DVC's checks or recording reject fails
-alone, as a failed command does, and each finished stage is in dvc.lock at once."""
+"""tools/ray_repro.py keeps what finished: after a failure (a command, or DVC's checks or
+recording rejecting a stage), as `dvc repro`, no new stage starts, or with --keep-going only
+what depends on the failed stage does not; each finished stage is in dvc.lock at once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import subprocess
 import tempfile
 
 import psutil
-from dvc_projects import GRAPH, Lines, project, run_runner, runner, stage, status
+import yaml
+from dvc_projects import GRAPH, RUNNER, Lines, project, run_runner, runner, stage, status
 from processes import ray_processes
 
 from bench.workspace import pipeline_env
+from tools.schedule import save_seconds
 
 
 def test_an_error_in_dvcs_checks_or_recording_fails_only_that_stage(tmp_path):
@@ -24,7 +27,7 @@ def test_an_error_in_dvcs_checks_or_recording_fails_only_that_stage(tmp_path):
         "orphan": stage("cat gone.txt > o.txt", ["o.txt"], ["gone.txt"]),  # no such dependency
     }
     repo = project(tmp_path, graph)
-    code, out, err = run_runner(repo)
+    code, out, err = run_runner(repo, "--keep-going")
     assert code == 1, out + err
     assert "ray_repro: quiet: done" in out  # its command ran
     assert "failed: quiet (OutputDoesNotExistError: output 'q.txt' does not exist)" in err
@@ -36,6 +39,47 @@ def test_an_error_in_dvcs_checks_or_recording_fails_only_that_stage(tmp_path):
     # The others finished and are in dvc.lock; dvc agrees that only the failed ones are stale.
     assert set(status(repo)) == {"quiet", "after", "orphan"}
     assert (repo / "d.txt").read_text() == "c\na\n"
+
+
+# Two CPUs: slow and bad start first (their times from a last run), other waits for a CPU.
+# bad fails while slow runs (slow ends 2 s after bad started); after_slow waits for slow.
+STOP_GRAPH = {
+    "slow": stage(
+        "until [ -e bad.started ]; do sleep 0.1; done; sleep 2; echo s > s.txt", ["s.txt"]
+    ),
+    "bad": stage("touch bad.started; exit 3", ["bad.txt"]),
+    "other": stage("echo o > o.txt", ["o.txt"]),
+    "after_slow": stage("cat s.txt > a.txt", ["a.txt"], ["s.txt"]),
+}
+
+
+def stop_project(tmp_path, name: str):
+    repo = project(tmp_path, STOP_GRAPH, name)
+    params = {"runner": {**RUNNER, "parallel": {**RUNNER["parallel"], "num_cpus": 2}}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    save_seconds(repo, {"slow": 50.0, "bad": 40.0, "other": 1.0, "after_slow": 1.0})
+    return repo
+
+
+def test_a_failure_stops_the_run_as_dvc_repro_does(tmp_path):
+    repo = stop_project(tmp_path, "stop")
+    code, out, err = run_runner(repo)
+    assert code == 1, out + err
+    assert "failed: bad (exit 3;" in err
+    assert "not run: after_slow, other" in err, out + err
+    assert "other: started" not in out and "after_slow: started" not in out
+    # The stage running at the failure finished and is in dvc.lock.
+    assert "slow: done" in out and (repo / "s.txt").read_text() == "s\n"
+    assert set(status(repo)) == {"bad", "other", "after_slow"}
+
+
+def test_keep_going_runs_all_but_what_depends_on_the_failure(tmp_path):
+    repo = stop_project(tmp_path, "keep")
+    code, out, err = run_runner(repo, "-k")
+    assert code == 1, out + err
+    assert "failed: bad (exit 3;" in err and "not run" not in err
+    assert (repo / "o.txt").read_text() == "o\n" and (repo / "a.txt").read_text() == "s\n"
+    assert set(status(repo)) == {"bad"}
 
 
 def test_a_killed_runner_loses_only_the_stages_that_were_running(tmp_path):

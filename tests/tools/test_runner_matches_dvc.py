@@ -261,3 +261,32 @@ def test_multiline_command_stops_at_its_first_failing_line(tmp_path, ray_instanc
     }
     steps = [(None, ["m"], ["m"]), (None, ["n"], ["n"])]
     check(tmp_path, stages, steps, ray_instance, monkeypatch)
+
+
+def test_commands_start_as_dvc_starts_them(tmp_path, ray_instance, monkeypatch):
+    # DVC runs `$SHELL --noprofile --norc -c CMD` for bash (dvc/stage/run.py), which reads no
+    # rc file but does read BASH_ENV (a non-interactive bash always does): the runner too.
+    home = tmp_path / "home"
+    home.mkdir()
+    for rc in (".bashrc", ".bash_profile", ".profile", ".zshenv", ".zshrc"):
+        (home / rc).write_text("export RC_SEEN=yes PATH=/rc-bin:$PATH\n")
+    (home / "bash_env").write_text("export BASH_ENV_SEEN=yes\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHELL", shutil.which("bash"))
+    monkeypatch.setenv("BASH_ENV", str(home / "bash_env"))
+    monkeypatch.setenv("ENV", str(home / ".profile"))  # sh reads it when interactive only
+    # As in a command run over ssh: a plain `bash -c` then reads ~/.bashrc (Debian's bash,
+    # SSH_SOURCE_BASHRC), `bash --norc -c` does not.
+    monkeypatch.setenv("SSH_CLIENT", "127.0.0.1 40000 22")
+    monkeypatch.delenv("SHLVL", raising=False)
+    # No ${...} (DVC's interpolation) and not PATH itself (the two runs' differ).
+    rc_path = "case :$PATH: in *:/rc-bin:*) p=rc-bin;; *) p=;; esac"
+    probe = f'{rc_path}; echo "$0|$RC_SEEN|$BASH_ENV_SEEN|$SHELLOPTS|$p" > sh.txt'
+    stages = {"sh": {"cmd": f"echo sh >> ran.log; {probe}", "outs": ["sh.txt"]}}
+    check(tmp_path, stages, [(None, [], ["sh"])], ray_instance, monkeypatch)
+    zero, rc_seen, bash_env_seen, options, rc_path = (
+        (tmp_path / "runner" / "sh.txt").read_text().strip().split("|")
+    )
+    assert zero == shutil.which("bash") and "posix" not in options.split(":")
+    assert not rc_seen and not rc_path
+    assert bash_env_seen == "yes"  # as under DVC
