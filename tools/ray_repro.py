@@ -23,7 +23,6 @@ import argparse
 import os
 import signal
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,36 +36,10 @@ from tools.dvc_graph import (
     start,
     write_lock,
 )
+from tools.ray_start import background, start_ray
 from tools.schedule import load_seconds, priorities, save_seconds
 
-# Ray dedups identical log lines across workers ("[repeated 2x across cluster]"): not here.
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 WAIT_S = 0.5
-
-
-def start_ray(settings: dict[str, Any]) -> bool:
-    """Join RAY_ADDRESS's cluster, or start a local instance; True if this process started it."""
-    import ray
-
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return False
-    ray.init(
-        address="local",  # not a cluster a `ray start` left in /tmp/ray/ray_current_cluster
-        num_cpus=settings["num_cpus"],
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=True,
-    )
-    return True
-
-
-def background(function: Any, *args: Any) -> Future:
-    """function(*args) in a thread of its own; .result() waits for it and raises its error."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=function.__name__)
-    future = pool.submit(function, *args)
-    pool.shutdown(wait=False)  # the thread ends with the call
-    return future
 
 
 class Interrupted(Exception):
@@ -136,7 +109,7 @@ def drive(
         if keep_going:
             lost = descendants(needs, name)
         else:  # as plain `dvc repro`: nothing more starts; what runs finishes and is recorded
-            lost = {n for n in needs if n not in checked or n in runnable}
+            lost = {n for n in needs if n not in checked or n in runnable} - skipped
             ready.clear()
             runnable.clear()
         skipped.update(lost)

@@ -27,7 +27,7 @@ from processes import ray_processes
 from bench.workspace import pipeline_env
 from study.config.paths import REPO_ROOT
 from tools.dvc_graph import descendants, plan
-from tools.ray_repro import background
+from tools.ray_start import background
 from tools.schedule import load_seconds, save_seconds
 
 
