@@ -137,6 +137,13 @@ NOT_DEPENDENCIES = {
     # the stage), and compared with the variant's name (a listed variant is never the
     # searched one: load_params refuses a search.variant among the variants)
     "search.variant",
+    # result-neutral settings (docs/pipeline.md): TF's thread pools (bit-identical weights with
+    # 1 or 2 threads, tests/training/test_fitting.py) and how often MLflow samples CPU and
+    # memory; an edit reruns nothing (test_pipeline_e2e)
+    "train.threads",
+    "mlflow.system_metrics_s",
+    # read only when a new store's experiment is created: an existing one keeps its own
+    "mlflow.artifact_dir",
 }
 # What a stage reads only to refuse a stale config, by stage module: train and crossval
 # compare variants/<name>.json with the variant as params.yaml merges it now

@@ -198,6 +198,12 @@ def test_an_evaluate_change_reruns_only_the_evaluations_which_tidy_a_killed_trai
     assert (
         new.data.metrics["test_accuracy"] == metrics_of(study, "thoracic_bce")["best"]["accuracy"]
     )
+    # Result-neutral settings are no stage's dependency: their edit leaves every stage fresh.
+    set_params(
+        study,
+        lambda p: (p["train"].update(threads=2), p["mlflow"].update(system_metrics_s=5)),
+    )
+    assert json.loads(dvc(study, "status", "--json")) == {}
     # Which edit makes which stage stale (a param's own stages; `dvc status` names the
     # stages whose own deps changed): the search's and a variant's are theirs only.
     set_params(
