@@ -114,8 +114,8 @@ def seed_study(repo: Path, quick: bool) -> dict[str, Any]:
     best = read_yaml(REPO_ROOT / SEARCH_BEST)
     if quick:
         params["train"]["defaults"]["epochs"] = QUICK_EPOCHS
-        best["epochs"] = QUICK_EPOCHS  # the searched variant's own (search.variant_fields)
-        params["search"]["variant_fields"]["epochs"] = QUICK_EPOCHS  # as best.yaml has it
+        # the searched variant's own epochs, merged over search/best.yaml when it trains
+        params["search"]["variant_fields"]["epochs"] = QUICK_EPOCHS
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc_path = repo / "dvc.yaml"
     dvc_yaml = yaml.safe_load(dvc_path.read_text())

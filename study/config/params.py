@@ -65,7 +65,8 @@ class Params(Strict):
             if name in self.variants:
                 entry, key = self.variants[name].model_dump(exclude_unset=True), f"variants.{name}"
             elif name == self.search.variant:
-                entry, key = searched_entry(self._root), str(SEARCH_BEST)
+                entry = searched_fields(searched_entry(self._root), self.search)
+                key = str(SEARCH_BEST)
             else:
                 known = names([*self.variants, self.search.variant])
                 raise ConfigError(f"variants: unknown variant '{name}'; defined: {known}")
@@ -178,7 +179,7 @@ def variant_config(params: Params, name: str) -> Variant:
 
     A stage run outside DVC (`python -m stages.train`, `mlflow run`) after a params.yaml edit
     would train a stale file without a word: the file must equal the current merge (and
-    search/best.yaml hold search.variant_fields as they are now), or one ConfigError says
+    search/best.yaml hold search.dataset and search.base as they are now), or one ConfigError says
     which stage to rerun. Both merges are load_params', so the check costs a file read."""
     cfg = params.variant(name)  # an unknown name fails here, naming the defined ones
     if name == params.search.variant:
@@ -196,18 +197,22 @@ def variant_config(params: Params, name: str) -> Variant:
     return cfg
 
 
+def searched_fields(best: dict[str, Any], search: Search) -> dict[str, Any]:
+    """The searched variant's entry: search/best.yaml (the best trial's fields) with
+    search.variant_fields over it, merged when it trains rather than written into best.yaml,
+    so an edit of them retrains the searched variant without searching again."""
+    return merge(best, search.variant_fields.model_dump(exclude_unset=True))
+
+
 def _check_searched(search: Search, best: dict[str, Any], path: Path) -> None:
-    """search/best.yaml has search.dataset, search.base and search.variant_fields as the
-    search copied them there (study/search/space.py's searched_variant)."""
-    expected = merge(best, search.variant_fields.model_dump(exclude_unset=True))
-    expected.update(dataset=search.dataset, presets=list(search.base))
-    if not search.base:
-        expected.pop("presets")
-    changed = sorted(k for k in expected.keys() | best.keys() if expected.get(k) != best.get(k))
+    """search/best.yaml has search.dataset and search.base as the search wrote them there
+    (study/search/space.py's searched_variant)."""
+    expected = {"dataset": search.dataset, "presets": list(search.base) or None}
+    changed = sorted(k for k, v in expected.items() if best.get(k) != v)
     if changed:
         raise ConfigError(
-            f"{path}: stale, {', '.join(changed)} differ from search.dataset, search.base and"
-            " search.variant_fields in params.yaml now; run `dvc repro search`"
+            f"{path}: stale, {', '.join(changed)} differ from search.dataset and search.base"
+            " in params.yaml now; run `dvc repro search`"
         )
 
 

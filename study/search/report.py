@@ -192,9 +192,9 @@ def write_outputs(root: Path, rows: list[dict], stats: dict, search: Search, bes
     header = (
         f"# The search's best trial (the search stage): trial {top['trial']} of {len(rows)},"
         f" {search.metric} {top[search.metric]:.4f} at epoch {top['best_epoch']}.\n"
-        f"# Variant `{search.variant}`: train.defaults, then these presets and fields"
-        " (the trial's, and\n# search.variant_fields: dvc.yaml's train_searched trains it"
-        " like any variant).\n"
+        f"# Variant `{search.variant}`: train.defaults, then these presets and fields (the"
+        " trial's),\n# then search.variant_fields: dvc.yaml's train_searched trains it like"
+        " any variant.\n"
     )
     best_yaml, metrics, csv_file, md_file, png_file = (root / path for path in OUTPUTS)
     write_atomic(best_yaml, (header + yaml.safe_dump(best, sort_keys=False)).encode())

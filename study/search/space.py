@@ -4,8 +4,8 @@ into Ray Tune distributions, and each sampled trial config turned into the varia
 A trial is the variant entry `{dataset: search.dataset, presets: search.base, <sampled
 fields>}` (learning_rate, beta_1, ... go under `optimizer`), merged over train.defaults and
 validated like any variant (study.config.params.resolve_entry), with epochs =
-search.max_epochs. The best trial's entry, with search.variant_fields over it, is
-search/best.yaml: the searched variant.
+search.max_epochs. The best trial's entry is search/best.yaml; with search.variant_fields
+merged over it when it trains, it is the searched variant.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from study.config.errors import ConfigError
-from study.config.params import Params, merge, resolve_entry
+from study.config.params import Params, resolve_entry, searched_fields
 from study.config.paths import SEARCH_BEST
 from study.config.search import SEARCH_FORMS, SEARCH_OPTIMIZER_KEYS, Search
 from study.config.validation import names
@@ -79,10 +79,11 @@ def trial_variant(params: Params, search: Search, sampled: dict) -> Variant:
 
 
 def searched_variant(params: Params, search: Search, sampled: dict) -> dict[str, Any]:
-    """The searched variant's entry (search/best.yaml) for sampled values: their entry with
-    search.variant_fields over it (it trains longer than a trial), validated."""
-    best = merge(entry(search, sampled), search.variant_fields.model_dump(exclude_unset=True))
-    resolve_entry(params, best, str(SEARCH_BEST))
+    """The searched variant's entry (search/best.yaml) for sampled values: their entry,
+    validated with search.variant_fields over it (it trains longer than a trial), as
+    train_searched merges them (study.config.params.searched_fields)."""
+    best = entry(search, sampled)
+    resolve_entry(params, searched_fields(best, search), str(SEARCH_BEST))
     return best
 
 

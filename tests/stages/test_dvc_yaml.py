@@ -14,6 +14,7 @@ import yaml
 from study.config.code import module_files
 from study.config.params import Params, load_params
 from study.config.paths import PREPARED_DIR, RAW_DIR, REPO_ROOT, SPLITS, split_path
+from study.config.search import Search
 from study.data.prepare import THORACIC_CSV
 
 # The warm stage runner: it changes no result, so dvc.yaml documents it as not a dependency.
@@ -152,17 +153,21 @@ def test_crossval_stages_exist_exactly_for_the_listed_variants(resolved):
 
 def test_the_search_and_the_variants_configs_are_read_by_their_own_stages_only(resolved):
     """The search reads no variant (a variant's edit leaves it and the searched variant up to
-    date); the searched variant's stages read search/best.yaml, not the search's params (a
-    search edit reruns the search only, then them if best.yaml changed); a listed variant's
-    config reaches its stages through variants/<name>.json, which the variants stage merges:
-    no stage but that one (and compare's list) reads `variants` or train's defaults and
-    presets."""
+    date) and every search field but the searched variant's own (search.variant_fields, which
+    train_searched merges over search/best.yaml: their edit retrains it without a search);
+    the searched variant's stages read no other search param (a search edit reruns the
+    search only, then them if best.yaml changed); a listed variant's config reaches its
+    stages through variants/<name>.json, which the variants stage merges: no stage but that
+    one (and compare's list) reads `variants` or train's defaults and presets."""
     _, stages = resolved
     search = stages["search"]["params"]
-    assert "search" in search and not any(k.startswith("variants") for k in search)
+    fields = {f"search.{field}" for field in Search.model_fields} - {"search.variant_fields"}
+    assert {k for k in search if k.startswith("search")} == fields
+    assert not any(k.startswith("variants") for k in search)
     for name in ("train_searched", "evaluate_searched"):
-        keys = stages[name]["params"]
+        keys = set(stages[name]["params"]) - {"search.variant_fields"}
         assert not any(k.startswith(("variants", "search")) for k in keys), name
+    assert "search.variant_fields" in stages["train_searched"]["params"]
     assert set(stages["variants"]["params"]) == {"train.defaults", "train.presets", "variants"}
     for name, stage in stages.items():
         if name.startswith(("train@", "crossval_", "evaluate")):

@@ -204,6 +204,9 @@ def test_an_evaluate_change_reruns_only_the_evaluations_which_tidy_a_killed_trai
         lambda p: (p["train"].update(threads=2), p["mlflow"].update(system_metrics_s=5)),
     )
     assert json.loads(dvc(study, "status", "--json")) == {}
+    # The searched variant's own fields are its training's, not the search's.
+    set_params(study, lambda p: p["search"]["variant_fields"].update(epochs=3))
+    assert set(json.loads(dvc(study, "status", "--json"))) == {"train_searched"}
     # Which edit makes which stage stale (a param's own stages; `dvc status` names the
     # stages whose own deps changed): the search's and a variant's are theirs only.
     set_params(
@@ -213,7 +216,7 @@ def test_an_evaluate_change_reruns_only_the_evaluations_which_tidy_a_killed_trai
     stale = json.loads(dvc(study, "status", "--json"))
     # variants (then train@baseline, once variants/baseline.json changed) and compare (the
     # list of variants): `variants`; the search: `search`
-    assert set(stale) == {"search", "variants", "compare"}, stale
+    assert set(stale) == {"search", "variants", "compare", "train_searched"}, stale
 
 
 def stage_processes(repo) -> list[psutil.Process]:

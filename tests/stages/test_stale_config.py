@@ -100,15 +100,21 @@ def test_a_current_file_trains_also_after_other_edits(repo, monkeypatch):
         stages.crossval.main()
 
 
-def test_the_searched_variant_refuses_a_best_yaml_older_than_its_variant_fields(
+def test_the_searched_variant_takes_its_variant_fields_now_and_refuses_another_base(
     repo, monkeypatch, capsys
 ):
+    """search.variant_fields merge over search/best.yaml when the searched variant trains (an
+    edit retrains it, no new search); search.base and search.dataset are the search's."""
     searched = load_params(repo).search.variant
     monkeypatch.setattr(sys, "argv", ["stages.train", searched])
     with pytest.raises(Reached):  # search/best.yaml as the search wrote it for these params
         stages.train.main()
     edit(repo, "search.variant_fields.epochs", 80)
+    assert load_params(repo).variant(searched).epochs == 80
+    with pytest.raises(Reached):
+        stages.train.main()
+    edit(repo, "search.base", ["dense64"])
     assert run(stages.train, searched, monkeypatch, capsys) == (
-        f"error: {repo}/search/best.yaml: stale, epochs differ from search.dataset, search.base"
-        " and search.variant_fields in params.yaml now; run `dvc repro search`\n"
+        f"error: {repo}/search/best.yaml: stale, presets differ from search.dataset and"
+        " search.base in params.yaml now; run `dvc repro search`\n"
     )
