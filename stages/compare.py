@@ -1,11 +1,15 @@
 """compare: one table and one chart of every variant's last vs best test metrics, and each
-dataset's registered model pointed at its champion (chosen on validation) and challenger.
+dataset's registered model pointed at its champion and challenger (chosen on validation:
+study/reports/champions.py).
 
 Usage: python -m stages.compare
 Reads metrics/ (every variant's, and the cross-validated ones' metrics/crossval/) and the
 trainings' summaries models/<variant>/train.json (their logged models); writes
 reports/compare.md, reports/compare.csv (DVC plot data) and reports/compare.png, logs them to
-an MLflow run named "compare", and sets the registered models' aliases (study/reports/).
+an MLflow run named "compare", and registers each chosen variant's best checkpoint as a
+version (tagged with its commit, experiment, variant, checkpoint and validation figure). Only
+a workspace run (`dvc repro`) moves the aliases; under `dvc exp run` (DVC_EXP_NAME set) the
+versions are registered, tagged with the experiment's name, and no alias moves.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from study.reports import champions
 from study.reports.chart import plot_chart
 from study.reports.compare import collect, read_metrics, to_markdown, write_plot_csv
 from study.reports.crossval import read_crossval, references
-from study.tracking.registry import model_name, register
+from study.tracking.registry import describe_aliases, model_name, register_chosen
 from study.tracking.store import setup_mlflow
-from study.tracking.tags import project_run_id
+from study.tracking.tags import project_run_id, provenance_tags
 from study.training.backups import tidy
 
 
@@ -37,10 +41,13 @@ def main() -> None:
         v: json.loads((REPO_ROOT / MODELS_DIR / v / "train.json").read_text()) for v in variants
     }
     frame = collect(metrics, crossval, {v: t["train_time_s"] for v, t in trained.items()})
-    chosen = champions.choose(metrics, crossval, list(params.variants), params.search.variant)
-    names = {r["dataset"]: model_name(params.mlflow.experiment, r["dataset"]) for r in chosen}
+    linear = [v for v in params.variants if params.variant(v).depth == 0]
+    choices = champions.choose(
+        metrics, crossval, list(params.variants), params.search.variant, linear
+    )
+    names = {c.dataset: model_name(params.mlflow.experiment, c.dataset) for c in choices}
     report = to_markdown(frame, references(crossval)) + "\n".join(
-        champions.to_markdown(chosen, names)
+        champions.to_markdown(choices, names)
     )
     out = REPO_ROOT / REPORTS_DIR
     write_atomic(out / "compare.md", (report.rstrip("\n") + "\n").encode())
@@ -54,11 +61,10 @@ def main() -> None:
     with mlflow.start_run(run_name="compare", parent_run_id=parent, tags={"stage": "compare"}):
         for name in ("compare.md", "compare.csv", "compare.png"):
             mlflow.log_artifact(str(out / name))
-    for row in chosen:  # the best checkpoint of each chosen variant
-        name, variant = names[row["dataset"]], row["variant"]
-        tags = {"variant": variant, "checkpoint": "best"}
-        version = register(client, name, trained[variant]["model_ids"]["best"], row["alias"], tags)
-        print(f"compare: {name}@{row['alias']} = version {version} ({variant})")
+    for choice in choices:  # the best checkpoint of each chosen variant
+        name = names[choice.dataset]
+        versions = register_chosen(client, name, choice.rows(), trained, provenance_tags())
+        print(f"compare: {name}: {describe_aliases(client, name, versions)}")
     print(report)
 
 

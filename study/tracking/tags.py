@@ -53,8 +53,10 @@ def config_hash(cfg: dict[str, Any]) -> str:
 
 
 def provenance_tags() -> dict[str, str]:
-    """Where a run came from: git commit, dirty source files, DVC experiment."""
+    """Where a run came from: git commit (under `dvc exp run`, the experiment's baseline
+    commit, DVC_EXP_BASELINE_REV; else HEAD), dirty source files, DVC experiment."""
     commit, dirty = git_state()
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or commit
     tags = {"git_commit": commit, "git_dirty": str(dirty).lower()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
