@@ -205,7 +205,7 @@ def test_an_evaluate_change_reruns_only_the_evaluations_which_tidy_a_killed_trai
     )
     assert json.loads(dvc(study, "status", "--json")) == {}
     # The searched variant's own fields are its training's, not the search's.
-    set_params(study, lambda p: p["search"]["variant_fields"].update(epochs=3))
+    set_params(study, lambda p: p["search"]["variant_fields"].update(epochs=7))
     assert set(json.loads(dvc(study, "status", "--json"))) == {"train_searched"}
     # Which edit makes which stage stale (a param's own stages; `dvc status` names the
     # stages whose own deps changed): the search's and a variant's are theirs only.
