@@ -3,10 +3,11 @@
   python -m tools.prefork stages.train baseline   # what dvc.yaml runs: like `python -m ...`
   python -m tools.prefork --stop                  # stop this user's warm servers now
 
-A stage process otherwise spends ~9 s importing TensorFlow/Keras and MLflow before any work,
-and the default study runs 38 of them. The first stage starts a server (tools/forkserver.py)
-that imports only the third-party modules in params.yaml's `runner.preload` (never this
-repository's code, so edits to stages/ apply to the next run) and forks one child per stage.
+A stage process otherwise spends seconds importing TensorFlow/Keras and MLflow before any
+work (docs/runner.md), once per stage of the study. The first stage starts a server
+(tools/forkserver.py) that imports only the third-party modules in params.yaml's
+`runner.preload` (never this repository's code, so edits to stages/ apply to the next run)
+and forks one child per stage.
 The child is a fresh process in every other respect: the caller's cwd, environment, argv,
 stdin/stdout/stderr, umask, nice value, CPU affinity, resource limits (see forkchild.py for
 the exceptions), exit status and signals (Ctrl-C, kill) are passed through. The server exits
