@@ -38,7 +38,14 @@ def main() -> None:
 
     start = time.perf_counter()
     scores = crossval_scores(
-        cfg, data, features, params.crossval, params.seed, params.evaluate.threshold, progress
+        cfg,
+        data,
+        features,
+        params.crossval,
+        params.seed,
+        params.evaluate.threshold,
+        progress,
+        params.train.jit_compile,
     )
     text = json.dumps(scores, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(REPO_ROOT / METRICS_DIR / "crossval" / f"{variant}.json", text.encode())

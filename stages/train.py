@@ -35,6 +35,7 @@ def main() -> None:
         (train_file, val_file),
         REPO_ROOT / MODELS_DIR / variant,
         REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv",
+        params.train.jit_compile,
     )
     train_seeds(mlflow, jobs, params.train.threads, params.mlflow.system_metrics_s)
 

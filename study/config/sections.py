@@ -104,9 +104,13 @@ class Prepare(Strict):
 
 
 class Train(Strict):
-    """TF threads (0 = TF default), the defaults of every variant, and named presets."""
+    """TF threads (0 = TF default), XLA-compiled steps, the defaults of every variant, and
+    named presets."""
 
     threads: NonNegativeInt
+    # Keras' model.compile(jit_compile=...) for every training (train, search trials, folds):
+    # other weights than without (docs/reproducibility.md), so a dependency of those stages.
+    jit_compile: bool
     defaults: VariantPatch
     presets: dict[str, VariantPatch]
 

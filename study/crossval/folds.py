@@ -94,11 +94,11 @@ def summarize(per_fold: list[dict[str, float | None]]) -> dict[str, dict[str, An
     return out
 
 
-def _fresh(cfg: Variant, width: int) -> tuple[Any, list[Any], list[np.ndarray]]:
+def _fresh(cfg: Variant, width: int, jit: bool) -> tuple[Any, list[Any], list[np.ndarray]]:
     """A model for `width` features, its variables and optimizer state, and their values."""
     import keras
 
-    model = build_model(cfg, (width,))
+    model = build_model(cfg, (width,), jit)
     model.optimizer.build(model.trainable_variables)
     state = [*model.variables, *model.optimizer.variables]
     return model, state, [keras.ops.convert_to_numpy(v) for v in state]
@@ -111,6 +111,7 @@ def variant_folds(
     splits: Splits,
     threshold: float,
     on_fold: Callable[[int, float], None] | None = None,
+    jit_compile: bool = False,
 ) -> list[dict[str, float | None]]:
     """The variant's scores on each fold's held-out rows, trained on its fit rows as the train
     stage trains it (study.training.fitting: its config and class weights, for its `epochs`;
@@ -128,7 +129,7 @@ def variant_folds(
         start = time.perf_counter()
         width = x_fit.shape[1]
         if width not in models:
-            models[width] = _fresh(cfg, width)
+            models[width] = _fresh(cfg, width, jit_compile)
         model, state, initial = models[width]
         for variable, value in zip(state, initial, strict=True):
             variable.assign(value)
@@ -170,15 +171,16 @@ def crossval_scores(
     seed: int,
     threshold: float,
     on_fold: Callable[[int, float], None] | None = None,
+    jit_compile: bool = False,
 ) -> dict[str, Any]:
     """metrics/crossval/<variant>.json: the folds, and per model (variant, logistic,
     majority) and metric (AUC, balanced accuracy, accuracy) the score of each fold and their
     mean and sd. `data`: the raw non-test rows; `features`: prepare.<cfg.dataset>'s encoding,
-    fitted per fold."""
+    fitted per fold; the variant's steps XLA-compiled if jit_compile."""
     x, y = data
     splits = cv_splits(y, cv.folds, cv.repeats, seed)
     folds = encoded_folds(x, splits, features, f"prepare.{cfg.dataset}")
-    scores = variant_folds(cfg, folds, y, splits, threshold, on_fold)
+    scores = variant_folds(cfg, folds, y, splits, threshold, on_fold, jit_compile)
     references = reference_folds(folds, y, splits, cv.logistic, seed, threshold)
     doc = {"dataset": cfg.dataset, "folds": cv.folds, "repeats": cv.repeats, "rows": len(y)}
     doc["variant"] = summarize(scores)

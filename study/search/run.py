@@ -118,6 +118,7 @@ def search_run(params: Params, search: Search, root: Path) -> tuple[Any, dict[st
         "seed": params.seed,
         "deterministic": params.deterministic,
         "threads": max(1, int(search.cpus_per_trial)),
+        "jit_compile": params.train.jit_compile,
     }
 
 

@@ -92,7 +92,7 @@ def run_trial(config: dict[str, Any], data: tuple = (), spec: dict | None = None
     work = Path(tempfile.mkdtemp(prefix="scratch-", dir=tune.get_context().get_trial_dir()))
     status = "FAILED"
     try:
-        train_trial(cfg, data, work, run_id, report)
+        train_trial(cfg, data, work, run_id, report, spec["jit_compile"])
         status = "FINISHED"
     except SystemExit:  # stopped by Tune
         status = "KILLED"
@@ -103,12 +103,16 @@ def run_trial(config: dict[str, Any], data: tuple = (), spec: dict | None = None
             client.set_terminated(run_id, status)
 
 
-def train_trial(cfg: Variant, data: tuple, work: Path, run_id: str, report: TuneReport) -> None:
-    """train_model in a scratch directory; a diverged training is a finished, poor trial."""
+def train_trial(
+    cfg: Variant, data: tuple, work: Path, run_id: str, report: TuneReport, jit_compile: bool
+) -> None:
+    """train_model in a scratch directory (XLA-compiled steps if jit_compile); a diverged
+    training is a finished, poor trial."""
     (train, val) = data
     # StageError: val_loss never finite (study.training.train.best_epoch), as reported to Tune
     with contextlib.suppress(StageError):
-        train_model(cfg, train, val, work / "out", work / "state", {"run_id": run_id}, [report])
+        state, meta = work / "state", {"run_id": run_id}
+        train_model(cfg, train, val, work / "out", state, meta, [report], jit_compile=jit_compile)
 
 
 def trial_runs(client: Any, experiment_id: str, run_id: str) -> list[Any]:

@@ -38,15 +38,19 @@ TRAINING_MODULE = "study.training.train"
 WEIGHT_LIBRARIES = ("tensorflow-cpu", "keras", "numpy")
 
 
-def resume_key(cfg: Variant, seed: int, deterministic: bool, data_files: list[Path]) -> str:
+def resume_key(
+    cfg: Variant, seed: int, deterministic: bool, data_files: list[Path], jit_compile: bool = False
+) -> str:
     """A hash of what a training's weights depend on: its config (not `seeds`: how many
-    trainings, not which), seed, determinism, data, library versions and the training code
-    itself (TRAINING_MODULE and the first-party modules it imports). Nothing about where it
-    runs (host, Ray node) or how it is logged: a backup made elsewhere resumes here."""
+    trainings, not which), seed, determinism, XLA (train.jit_compile), data, library versions
+    and the training code itself (TRAINING_MODULE and the first-party modules it imports).
+    Nothing about where it runs (host, Ray node) or how it is logged: a backup made
+    elsewhere resumes here."""
     deps = {
         "config": cfg.model_dump(mode="json", exclude_unset=True, exclude={"seeds"}),
         "seed": seed,
         "deterministic": deterministic,
+        "jit_compile": jit_compile,
         "data": {f"{p.parent.name}/{p.name}": file_md5(p) for p in data_files},
         "versions": {lib: version(lib) for lib in WEIGHT_LIBRARIES},
         "python": platform.python_version(),

@@ -8,6 +8,7 @@ import inspect
 import keras
 import numpy as np
 
+from study.config.errors import StageError
 from study.config.variant import N_CLASSES, Variant
 
 OPTIMIZERS = {
@@ -81,9 +82,12 @@ def make_optimizer(cfg: Variant) -> keras.optimizers.Optimizer:
     return cls(**opt)
 
 
-def build_model(cfg: Variant, input_shape: tuple[int, ...]) -> keras.Model:
+def build_model(
+    cfg: Variant, input_shape: tuple[int, ...], jit_compile: bool = False
+) -> keras.Model:
     """Sequential MLP: [Flatten] -> depth x (Dense [+ Dropout]) -> sigmoid/softmax head, for
-    examples of input_shape (the data's x.shape[1:])."""
+    examples of input_shape (the data's x.shape[1:]); its train, test and predict steps
+    XLA-compiled if jit_compile (train.jit_compile; False is what Keras picks on a CPU)."""
     shape = tuple(input_shape)
     layers: list[keras.layers.Layer] = [keras.Input(shape)]
     if len(shape) > 1:
@@ -116,5 +120,27 @@ def build_model(cfg: Variant, input_shape: tuple[int, ...]) -> keras.Model:
         loss=cfg.loss,
         metrics=[_accuracy(cfg)],
         steps_per_execution=cfg.steps_per_execution,
+        jit_compile=False,  # not "auto": the same steps on every machine
     )
+    if jit_compile:
+        _xla_steps(model)
     return model
+
+
+def _xla_steps(model: keras.Model) -> None:
+    """XLA-compiled steps, also under TF's op determinism, which Keras (3.15,
+    trainers/trainer.py: model_supports_jit) refuses with a warning because some XLA ops
+    have no deterministic GPU kernel. Measured on CPU: repeated and resumed trainings stay
+    bit-identical (tests/training/test_xla.py). Compiled with False, then set: a saved
+    model's compile config says False and loads without the warning."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    if not is_op_determinism_enabled():
+        model.jit_compile = True  # Keras' own setter
+        return
+    if not keras.version().startswith("3.") or not hasattr(model, "_jit_compile"):
+        raise StageError(
+            f"train.jit_compile: Keras {keras.version()} may not keep XLA under op determinism"
+            " (tested with 3.15); set train.jit_compile: false"
+        )
+    model._jit_compile = True  # what the setter stores when Keras allows it

@@ -43,6 +43,7 @@ class Training:
     split_files: tuple[Path, Path]  # train, val
     out_dir: Path
     history_path: Path
+    jit_compile: bool = False  # train.jit_compile: XLA-compiled steps
 
 
 def seed_trainings(
@@ -53,6 +54,7 @@ def seed_trainings(
     split_files: tuple[Path, Path],
     out_dir: Path,
     history_path: Path,
+    jit_compile: bool = False,
 ) -> list[Training]:
     """The variant's trainings, with the seeds first_seed ... first_seed + cfg.seeds - 1: the
     first into out_dir (its curves to history_path), the others into out_dir/seed<S>."""
@@ -70,6 +72,7 @@ def seed_trainings(
                 split_files=split_files,
                 out_dir=where,
                 history_path=history_path if first else where / "history.csv",
+                jit_compile=jit_compile,
             )
         )
     return jobs
@@ -113,7 +116,7 @@ def train_run(
     with the same resume key."""
     cfg, files = job.cfg, list(job.split_files)
     tags = run_tags(job.variant, cfg, job.seed, job.deterministic, files)
-    key = resume_key(cfg, job.seed, job.deterministic, files)
+    key = resume_key(cfg, job.seed, job.deterministic, files, job.jit_compile)
     work_dir = backup_dir(job.variant, job.seed, key)
     client = mlflow.MlflowClient()
     with claimed(work_dir):
@@ -134,7 +137,9 @@ def train_run(
             meta = {"key": key, "run_id": active.info.run_id}
             logging = [RunLogger(), EpochProgress(cfg.epochs, label=f"train {job.run_name}")]
             train, val = data
-            result = train_model(cfg, train, val, job.out_dir, work_dir, meta, logging)
+            result = train_model(
+                cfg, train, val, job.out_dir, work_dir, meta, logging, jit_compile=job.jit_compile
+            )
             if run_id is not None:  # epochs the killed process did not get to log
                 log_missing_epochs(client, run_id, result.history)
             models = {which: job.out_dir / f"{which}.keras" for which in ("best", "last")}

@@ -39,8 +39,10 @@ def train_model(
     work_dir: Path,
     meta: dict[str, Any] | None = None,
     extra_callbacks: list[Any] | None = None,
+    jit_compile: bool = False,
 ) -> TrainResult:
-    """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras.
+    """Fit the variant (its steps XLA-compiled if jit_compile: build_model); write
+    out_dir/best.keras (lowest val_loss) and out_dir/last.keras.
 
     work_dir holds the best checkpoint, the backup and both finished models (DVC deletes
     outs before a stage reruns, so they live outside out_dir): a rerun after a kill resumes
@@ -52,7 +54,7 @@ def train_model(
     if finished is not None:  # killed after training, before its results were written
         history, seconds = saved["history"], finished["train_time_s"]
     else:
-        model = build_model(cfg, train[0].shape[1:])
+        model = build_model(cfg, train[0].shape[1:], jit_compile)
         work_dir.mkdir(parents=True, exist_ok=True)
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)
         checkpoint = keras.callbacks.ModelCheckpoint(

@@ -16,13 +16,13 @@ from study.training.train import train_model
 from training.crashes import Crash, CrashAtStart
 
 
-def run(cfg, out, work, crash_after=None, noisy_val=False):
+def run(cfg, out, work, crash_after=None, noisy_val=False, jit=False):
     configure_tf(seed=11, deterministic=True, threads=1)  # as a fresh process would
     train, val = tiny_fashion()
     if noisy_val:  # labels unrelated to images: val_loss rises as the model gets confident
         val = (val[0], np.random.default_rng(0).permutation(val[1]))
     extra = [Crash(crash_after)] if crash_after else None
-    return train_model(cfg, train, val, out, work, {"key": "k"}, extra)
+    return train_model(cfg, train, val, out, work, {"key": "k"}, extra, jit_compile=jit)
 
 
 def weights(path):
@@ -35,18 +35,19 @@ def assert_same_models(a, b):
             np.testing.assert_array_equal(x, y)
 
 
-def test_resume_after_crash_equals_uninterrupted(variant, tmp_path):
+@pytest.mark.parametrize("jit", [False, True], ids=["plain", "xla"])  # train.jit_compile
+def test_resume_after_crash_equals_uninterrupted(variant, tmp_path, jit):
     # With noisy validation labels the best val_loss comes early and later epochs are
     # worse: the case where a forgetful checkpoint would overwrite best.keras after resume,
     # and where ReduceLROnPlateau's counter runs across the crash. (Without a plateau:
     # tests/training/test_run.py, a training killed and resumed in its MLflow run.)
     plateau = {"factor": 0.5, "patience": 2}
     cfg = variant("dropout", epochs=6, batch_size=16, patience=6, reduce_lr_on_plateau=plateau)
-    full = run(cfg, tmp_path / "full", tmp_path / "w1", noisy_val=True)
+    full = run(cfg, tmp_path / "full", tmp_path / "w1", noisy_val=True, jit=jit)
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, tmp_path / "resumed", tmp_path / "w2", crash_after=3, noisy_val=True)
+        run(cfg, tmp_path / "resumed", tmp_path / "w2", crash_after=3, noisy_val=True, jit=jit)
     assert len(read_state(tmp_path / "w2")["snapshots"]) == 3
-    resumed = run(cfg, tmp_path / "resumed", tmp_path / "w2", noisy_val=True)
+    resumed = run(cfg, tmp_path / "resumed", tmp_path / "w2", noisy_val=True, jit=jit)
     assert resumed.history == full.history
     assert (resumed.best_epoch, resumed.epochs_run) == (full.best_epoch, full.epochs_run)
     assert full.best_epoch < 3 < full.epochs_run  # the best came before the crash
