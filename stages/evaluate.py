@@ -2,7 +2,8 @@
 
 Usage: python -m stages.evaluate VARIANT   (dvc.yaml: evaluate@<variant>, evaluate_searched)
 Reads models/<variant>/ (each seed's train.json holds the config it was trained with, so no
-train params are needed) and the test split of its dataset; writes metrics/<variant>.json and
+train params are needed) and the test split of its dataset (its raw examples: the models,
+as a consumer loads them, take raw input); writes metrics/<variant>.json and
 plots/confusion/<variant>.csv, and logs child runs "<variant>/last" and "<variant>/best" of
 each training's MLflow run (study/evaluation/evaluate.py).
 """
@@ -28,7 +29,7 @@ from study.evaluation.evaluate import (
     read_train_summary,
 )
 from study.io.files import write_atomic
-from study.io.splits import load_split
+from study.io.splits import load_raw_x, load_split
 from study.tracking.store import setup_mlflow
 from study.training.backups import tidy
 
@@ -42,7 +43,8 @@ def main() -> None:
     first = read_train_summary(model_dir / "train.json", variant)
     test_file = split_path(REPO_ROOT / PREPARED_DIR, "test", first["dataset"])
     test = load_split(test_file)
-    metrics, evaluations = evaluate_variant(model_dir, first, params.evaluate, test)
+    raw_test = (load_raw_x(test_file), test[1])  # the models take raw examples
+    metrics, evaluations = evaluate_variant(model_dir, first, params.evaluate, raw_test)
     text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(REPO_ROOT / METRICS_DIR / f"{variant}.json", text.encode())
     confusion = confusion_csv(test[1], evaluations[0].pred)

@@ -25,7 +25,7 @@ from study.evaluation.scoring import score_model, score_outputs, seeds_spread
 from study.io.files import finite
 from study.tracking.lineage import split_inputs
 from study.tracking.tags import config_hash, project_run_id, provenance_tags
-from study.training.model import binary, encode_labels
+from study.training.model import binary, encode_labels, takes_raw_input
 
 CHECKPOINTS = ("last", "best")
 # What evaluate reads from a training's train.json (study/training/run.py).
@@ -76,13 +76,20 @@ def trained_config(trained: dict[str, Any]) -> Variant:
 def score_training(
     where: Path, trained: dict[str, Any], cfg: Variant, settings: Evaluate, test: tuple, first: bool
 ) -> Evaluation:
-    """Both checkpoints of one training (safe_mode loading) on the test rows; for the first
-    seed also the dead/saturated units and the first layer's gradient (study, part 3)."""
+    """Both checkpoints of one training (safe_mode loading, as a consumer loads them) on the
+    raw test examples; for the first seed also the dead/saturated units and the first layer's
+    gradient (study, part 3)."""
     x, y = test
     diag = settings.diagnostics
     scores, preds, activations = {}, {}, []
     for which in CHECKPOINTS:
-        model = keras.saving.load_model(where / f"{which}.keras", safe_mode=True)
+        path = where / f"{which}.keras"
+        model = keras.saving.load_model(path, safe_mode=True)
+        if not takes_raw_input(model):  # it would score raw examples as preprocessed ones
+            raise DataError(
+                f"{path}: takes preprocessed input (saved by an older train stage); rerun"
+                " its training (dvc repro)"
+            )
         if not first:
             scores[which], preds[which] = score_model(
                 model, x, y, cfg, settings.batch_size, settings.threshold

@@ -4,12 +4,14 @@ output forms of its head."""
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import keras
 import numpy as np
 
 from study.config.errors import StageError
 from study.config.variant import N_CLASSES, Variant
+from study.io.splits import RawInput
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -144,3 +146,82 @@ def _xla_steps(model: keras.Model) -> None:
             " (tested with 3.15); set train.jit_compile: false"
         )
     model._jit_compile = True  # what the setter stores when Keras allows it
+
+
+RAW_PREFIX = "raw_"  # the preprocessing layers' names: what tells a model taking raw input
+
+
+def raw_input_model(trained: keras.Model, raw: RawInput) -> keras.Model:
+    """The trained model behind Keras' own preprocessing layers (prepare's, fitted on the
+    train rows): it takes raw examples (raw.shape, raw.dtype) and gives the trained model's
+    outputs. The trained layers are reused as they are (hidden_1, ... stay top-level layers,
+    for the diagnostics); built-in layers only, so it loads with safe_mode anywhere.
+
+    Pixels: Normalization with mean 0 and variance scale², i.e. x / scale, as prepare
+    divides. Table: each one-hot column picked by a fixed Dense (a 0/1 kernel) and matched
+    by a Discretization with the bins [v, the next float after v) (only v itself falls in
+    one: an unseen value is all 0, as in prepare); the encoded columns in prepare's order by
+    a second fixed Dense; then Normalization with prepare's mean and variance std².
+    """
+    inputs = keras.Input(raw.shape, dtype=raw.dtype, name=f"{RAW_PREFIX}input")
+    x = inputs
+    if raw.scale is not None:
+        scale = keras.layers.Normalization(
+            axis=None, mean=0.0, variance=raw.scale**2, name=f"{RAW_PREFIX}scale"
+        )
+        x = scale(x)
+    if raw.columns is not None:
+        x = _encode_columns(x, raw)
+    if raw.mean is not None:
+        variance = (np.float64(raw.std) ** 2).tolist()
+        standardize = keras.layers.Normalization(
+            mean=raw.mean, variance=variance, name=f"{RAW_PREFIX}standardize"
+        )
+        x = standardize(x)
+    for layer in trained.layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=trained.name)
+
+
+def takes_raw_input(model: keras.Model) -> bool:
+    """Whether the model was made by raw_input_model (its first layer is the raw input)."""
+    return model.layers[0].name.startswith(RAW_PREFIX)
+
+
+def _select(x: Any, kernel: np.ndarray, name: str) -> Any:
+    """x @ kernel by a Dense that training never changes: a 0/1 kernel picks columns
+    exactly (x * 1 plus zeros)."""
+    dense = keras.layers.Dense(kernel.shape[1], use_bias=False, trainable=False, name=name)
+    out = dense(x)
+    dense.set_weights([kernel])
+    return out
+
+
+def _encode_columns(x: Any, raw: RawInput) -> Any:
+    """The raw table's encoded columns (before standardizing), in prepare's order."""
+    n_raw = raw.shape[-1]
+    wide, where = [x], []  # the columns of concat(wide) that become the encoded ones
+    offset = n_raw
+    for col in raw.columns:
+        if col.values is None:
+            where.append(col.column)
+            continue
+        pick = np.zeros((n_raw, 1), np.float32)
+        pick[col.column, 0] = 1.0
+        values = np.asarray(col.values, np.float32)
+        bounds = np.stack([values, np.nextafter(values, np.float32(np.inf))], axis=1)
+        bins = keras.layers.Discretization(
+            bin_boundaries=bounds.ravel().tolist(),
+            output_mode="one_hot",
+            name=f"{RAW_PREFIX}one_hot_{col.column}",
+        )
+        wide.append(bins(_select(x, pick, f"{RAW_PREFIX}column_{col.column}")))
+        where += [offset + 2 * i + 1 for i in range(len(values))]  # bin i+1: v_i itself
+        offset += 2 * len(values) + 1
+    if len(wide) > 1:
+        x = keras.layers.Concatenate(name=f"{RAW_PREFIX}wide")(wide)
+    if where == list(range(offset)):
+        return x  # every column as it is
+    select = np.zeros((offset, len(where)), np.float32)
+    select[where, np.arange(len(where))] = 1.0
+    return _select(x, select, f"{RAW_PREFIX}encoded")

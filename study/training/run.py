@@ -12,6 +12,7 @@ import numpy as np
 
 from study.config.variant import Variant
 from study.io.files import write_atomic
+from study.io.splits import load_raw_input, load_raw_x
 from study.tracking.keras_log import RunLogger, log_checkpoints, log_missing_epochs
 from study.tracking.lineage import split_inputs
 from study.tracking.tags import flat_config, project_run_id, run_tags
@@ -137,19 +138,29 @@ def train_run(
             meta = {"key": key, "run_id": active.info.run_id}
             logging = [RunLogger(), EpochProgress(cfg.epochs, label=f"train {job.run_name}")]
             train, val = data
+            raw_input = load_raw_input(job.split_files[0])
             result = train_model(
-                cfg, train, val, job.out_dir, work_dir, meta, logging, jit_compile=job.jit_compile
+                cfg,
+                train,
+                val,
+                job.out_dir,
+                work_dir,
+                meta,
+                logging,
+                raw_input,
+                jit_compile=job.jit_compile,
             )
             if run_id is not None:  # epochs the killed process did not get to log
                 log_missing_epochs(client, run_id, result.history)
             models = {which: job.out_dir / f"{which}.keras" for which in ("best", "last")}
+            raw_examples = load_raw_x(job.split_files[0])  # the signature's and input example
             best = result.best_epoch - 1
             summary = {
                 "dataset": cfg.dataset,
                 "seed": job.seed,
                 "run_id": active.info.run_id,
                 "key": key,  # what the weights depend on: study/training/backups.py
-                "model_ids": log_checkpoints(models, train[0], {"variant": job.variant}),
+                "model_ids": log_checkpoints(models, raw_examples, {"variant": job.variant}),
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
                 "best_val_loss": result.history["val_loss"][best],

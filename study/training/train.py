@@ -14,9 +14,10 @@ import numpy as np
 
 from study.config.errors import StageError
 from study.config.variant import Variant
+from study.io.splits import RawInput
 from study.training.backups import read_state
 from study.training.fitting import fit
-from study.training.model import build_model
+from study.training.model import build_model, raw_input_model
 from study.training.resume import TrainingState, settle_backup
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -39,10 +40,13 @@ def train_model(
     work_dir: Path,
     meta: dict[str, Any] | None = None,
     extra_callbacks: list[Any] | None = None,
+    raw_input: RawInput | None = None,
     jit_compile: bool = False,
 ) -> TrainResult:
-    """Fit the variant (its steps XLA-compiled if jit_compile: build_model); write
-    out_dir/best.keras (lowest val_loss) and out_dir/last.keras.
+    """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras,
+    taking raw examples through raw_input's preprocessing when given (raw_input_model: the
+    training itself fits on the preprocessed arrays, so the weights do not depend on it);
+    its steps XLA-compiled if jit_compile (build_model).
 
     work_dir holds the best checkpoint, the backup and both finished models (DVC deletes
     outs before a stage reruns, so they live outside out_dir): a rerun after a kill resumes
@@ -86,8 +90,12 @@ def train_model(
         state.save(finished={"train_time_s": seconds})
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (BEST, LAST):  # copies: work_dir keeps them until the caller discards it
-        tmp = out_dir / f"{name}.tmp"
-        shutil.copyfile(work_dir / name, tmp)
+        tmp = out_dir / f"tmp_{name}"  # Keras saves only to a name ending in .keras
+        if raw_input is None:
+            shutil.copyfile(work_dir / name, tmp)
+        else:
+            trained = keras.saving.load_model(work_dir / name, safe_mode=True)
+            raw_input_model(trained, raw_input).save(tmp)
         tmp.replace(out_dir / name)
     return TrainResult(
         history=history,

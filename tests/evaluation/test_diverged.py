@@ -38,7 +38,7 @@ from study.crossval.folds import crossval_scores, summarize
 from study.evaluation.diagnostics import activation_histograms, diagnose
 from study.evaluation.evaluate import evaluate_variant, mlflow_metrics
 from study.evaluation.scoring import DIVERGED
-from study.io.splits import load_split
+from study.io.splits import RawInput, load_split
 from study.reports.compare import collect, to_markdown
 from study.reports.crossval import references
 from study.training.fitting import configure_tf
@@ -86,7 +86,8 @@ def diverged(tmp_path_factory):
     root = tmp_path_factory.mktemp("diverged")
     model_dir = root / "models" / "thoracic_bce"
     configure_tf(seed=1, deterministic=True, threads=1)
-    result = train_model(cfg, train, val, model_dir, root / "work")
+    as_is = RawInput(shape=(17,), dtype="float32")  # the rows are the raw input
+    result = train_model(cfg, train, val, model_dir, root / "work", raw_input=as_is)
     summary = {
         "dataset": "thoracic",
         "seed": 1,

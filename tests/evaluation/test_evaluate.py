@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 from conftest import thoracic_rows
@@ -24,7 +25,7 @@ from study.evaluation.evaluate import (
     read_train_summary,
     trained_config,
 )
-from study.io.splits import load_split
+from study.io.splits import RawInput, load_raw_x, load_split
 from study.training.fitting import configure_tf
 from study.training.train import train_model
 
@@ -65,7 +66,8 @@ def trained(tmp_path_factory):
     train, val, test = thoracic_split()
     root = tmp_path_factory.mktemp("evaluate")
     model_dir = root / "models" / "thoracic_bce"
-    result = train_model(cfg, train, val, model_dir, root / "work")
+    as_is = RawInput(shape=(17,), dtype="float32")  # the rows are the raw input
+    result = train_model(cfg, train, val, model_dir, root / "work", raw_input=as_is)
     summary = train_summary(cfg, 1, result)
     (model_dir / "train.json").write_text(json.dumps(summary))
     return model_dir, summary, result, test
@@ -146,15 +148,26 @@ def test_train_summary_missing_or_stale_says_what_to_rerun(tmp_path):
 
 def test_the_study_metrics_equal_sklearn_on_the_saved_models(built_study):
     """metrics/thoracic_bce.json of the tiny study (evaluate@thoracic_bce) against an
-    independent computation: sklearn on each saved checkpoint's test predictions and on the
+    independent computation: sklearn on the test predictions of each checkpoint as a consumer
+    loads it (MLflow's logged model, on the raw test rows: the CSV's 17 columns), and on the
     confusion CSV's saved predictions; the new training facts against the val split."""
     repo = built_study
     metrics = json.loads((repo / METRICS_DIR / "thoracic_bce.json").read_text())
+    trained = json.loads((repo / MODELS_DIR / "thoracic_bce" / "train.json").read_text())
     threshold = load_params(repo).evaluate.threshold
     prepared = repo / PREPARED_DIR
-    x, y = load_split(split_path(prepared, "test", "thoracic"))
+    test_file = split_path(prepared, "test", "thoracic")
+    x, y = load_raw_x(test_file), load_split(test_file)[1]
+    assert x.shape[1:] == (17,) and x.dtype == np.float32  # read_thoracic_csv's columns
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    try:
+        models = {
+            w: mlflow.keras.load_model(f"models:/{i}") for w, i in trained["model_ids"].items()
+        }
+    finally:
+        mlflow.set_tracking_uri(None)
     for which in ("last", "best"):
-        model = keras.saving.load_model(repo / MODELS_DIR / "thoracic_bce" / f"{which}.keras")
+        model = models[which]
         prob = model.predict(x, verbose=0)[:, 0]
         pred = (prob >= threshold).astype(int)
         scores = metrics[which]
@@ -164,8 +177,9 @@ def test_the_study_metrics_equal_sklearn_on_the_saved_models(built_study):
         assert scores["balanced_accuracy"] == pytest.approx(expected, abs=1e-6)
         assert scores["loss"] == pytest.approx(log_loss(y, prob, labels=[0, 1]), abs=1e-5)
         if which == "best":  # the val split's loss and accuracy train.json recorded
-            x_val, y_val = load_split(split_path(prepared, "val", "thoracic"))
-            val_prob = model.predict(x_val, verbose=0)[:, 0]
+            x_val, y_val = load_split(split_path(prepared, "val", "thoracic"))  # preprocessed
+            trained_part = keras.Model(model.get_layer("hidden_1").input, model.output)
+            val_prob = trained_part.predict(x_val, verbose=0)[:, 0]
             val_loss = log_loss(y_val, val_prob, labels=[0, 1])
             assert metrics["best_val_loss"] == pytest.approx(val_loss, abs=1e-5)
             val_accuracy = accuracy_score(y_val, val_prob >= 0.5)  # Keras's BinaryAccuracy

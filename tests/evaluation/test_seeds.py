@@ -18,9 +18,10 @@ from study.config.params import load_params
 from study.config.sections import Evaluate
 from study.evaluation.evaluate import evaluate_variant, mlflow_metrics
 from study.evaluation.scoring import seeds_spread, spread
+from study.io.splits import RawInput
 from study.reports.chart import chart_panels, last_vs_best_chart
 from study.reports.seeds import seed_fields, seeds_markdown, verdict
-from study.training.model import build_model
+from study.training.model import build_model, raw_input_model
 from study.training.run import seed_trainings
 
 SETTINGS = Evaluate(
@@ -74,7 +75,8 @@ def test_evaluate_scores_every_seed_where_seed_trainings_puts_it(tmp_path):
             keras.utils.set_random_seed(seed)
             model = build_model(cfg, x.shape[1:])
             model.optimizer.build(model.trainable_variables)  # saved as a trained one is
-            model.save(job.out_dir / f"{which}.keras")
+            as_is = RawInput(shape=x.shape[1:], dtype="float32")  # the rows are the raw input
+            raw_input_model(model, as_is).save(job.out_dir / f"{which}.keras")
         summary = {"dataset": "thoracic", "seed": job.seed, "run_id": f"run{job.seed}"}
         summary |= {"model_ids": {}, "best_epoch": 1, "epochs_run": 2, "train_time_s": 1.0}
         summary["config"] = cfg.model_dump(mode="json", exclude_unset=True)

@@ -17,7 +17,7 @@ from tracking.isolation import STORE, experiment_id
 
 from bench.workspace import pipeline_env
 from study.config.paths import REPO_ROOT, split_path
-from study.io.splits import save_split
+from study.io.splits import RAW_INPUT, RAW_X, RawInput, raw_input_array, save_split
 from study.training.backups import STATE_FILE, backup_dir, read_state
 from study.training.run import seed_trainings, train_seeds
 
@@ -69,7 +69,9 @@ def test_seed_trainings_first_seed_in_the_variants_dir_the_others_below(variant,
 def tiny_split_files(prepared):
     """Tiny Fashion-MNIST train and val split files as prepare writes them; their paths."""
     train, val = tiny_fashion()
-    save_split({"train": train, "val": val}, prepared, "fashion_mnist")
+    pixels = RawInput(shape=(28, 28), dtype="uint8", scale=255.0)  # tiny_fashion's scaling
+    raw = {RAW_INPUT: raw_input_array(pixels), RAW_X: np.uint8(train[0][:5] * 255)}
+    save_split({"train": train, "val": val}, prepared, "fashion_mnist", {"train": raw})
     return tuple(split_path(prepared, s, "fashion_mnist") for s in ("train", "val"))
 
 
