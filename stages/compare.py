@@ -41,7 +41,9 @@ def main() -> None:
         v: json.loads((REPO_ROOT / MODELS_DIR / v / "train.json").read_text()) for v in variants
     }
     frame = collect(metrics, crossval, {v: t["train_time_s"] for v, t in trained.items()})
-    linear = [v for v in params.variants if params.variant(v).depth == 0]
+    # The softmax regressions (no hidden layer) as trained (models/<v>/train.json's config):
+    # a dataset's reference where it is not cross-validated.
+    linear = [v for v in params.variants if trained[v]["config"]["depth"] == 0]
     choices = champions.choose(
         metrics, crossval, list(params.variants), params.search.variant, linear
     )

@@ -78,7 +78,8 @@ class Choice:
         if chosen:
             return f"{self.dataset}: no challenger: no other candidate beats {self.reference}"
         best = self.ranked[0]
-        rule = f"paired, p < {ALPHA} on {label}" if self.criterion in CROSS_VALIDATED else label
+        is_paired = self.criterion in CROSS_VALIDATED
+        rule = f"paired, p < {ALPHA} on {label}" if is_paired else f"a higher {label}, same rows"
         return (
             f"{self.dataset}: no champion: no candidate beats {self.reference} ({rule}); best"
             f" was {best.variant} ({label} {best.value:.4f}), {_versus(best)}"
@@ -177,12 +178,10 @@ def to_markdown(choices: list[Choice], names: dict[str, str]) -> list[str]:
     the rule, one row per alias, and why a dataset lacks a champion or a challenger."""
     if not choices:
         return []
-    parts = [
-        "\n# Registered models, chosen on validation\n",
-        RULE.format(alpha=ALPHA) + "\n",
-        "| model | alias | variant | validation figure | against the reference |",
-        "|---|---|---|---|---|",
-    ]
+    parts = ["\n# Registered models, chosen on validation\n", RULE.format(alpha=ALPHA)]
+    if any(c.rows() for c in choices):  # a table with no row is no table
+        parts += ["", "| model | alias | variant | validation figure | against the reference |"]
+        parts.append("|---|---|---|---|---|")
     for choice in choices:
         for r in choice.rows():
             figure = f"{LABELS[r['criterion']]} {r['value']:.4f}"

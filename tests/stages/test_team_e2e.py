@@ -243,22 +243,11 @@ def test_a_tracking_server_gets_the_runs_and_models_and_its_ui_shows_them(
 
 
 def test_the_local_ui_shows_the_champion_and_a_training_runs_datasets(study, tmp_path):
-    """`make mlflow-ui` on the study's own store: compare's registered models carry the
-    champion (chosen on validation) and the challenger (the searched variant), the champion
-    loads by its alias, and a training run lists its split files as datasets, their digests
-    the md5s dvc.lock records for prepare's outputs; the UI's pages show both."""
+    """`make mlflow-ui` on the study's own store: a training run lists its split files as
+    datasets, their digests the md5s dvc.lock records for prepare's outputs; the UI's page
+    shows them. (The champion in the UI: test_registry_ui.py; the tiny study's validation is
+    too small for any candidate to beat the softmax regression, so it has none.)"""
     uri = local_store(study)
-    c = client(uri)
-    name = "keras-regularization-fashion_mnist"
-    aliases = c.get_registered_model(name).aliases
-    assert set(aliases) == {"champion", "challenger"}
-    searched = c.get_model_version_by_alias(name, "challenger")
-    assert searched.tags["variant"] == "searched" and searched.tags["checkpoint"] == "best"
-    mlflow.set_tracking_uri(uri)
-    try:
-        assert mlflow.keras.load_model(f"models:/{name}@champion").count_params() > 0
-    finally:
-        mlflow.set_tracking_uri(None)
     (run,) = runs_named(uri, "dropout")
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"fashion_mnist/train", "fashion_mnist/val"}
@@ -271,8 +260,6 @@ def test_the_local_ui_shows_the_champion_and_a_training_runs_datasets(study, tmp
 
     store = ["--backend-store-uri", uri, "--artifacts-destination", str(tmp_path / "art")]
     with mlflow_server(*store) as base:
-        model_page = rendered(f"{base}/#/models/{name}", tmp_path / "profile")
-        assert "champion" in model_page and "challenger" in model_page
         run_url = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
         run_page = rendered(run_url, tmp_path / "profile")
         # The Datasets panel: the first dataset by name and digest, the other behind "+1".
