@@ -37,7 +37,8 @@ from bench.check_crossval import check_crossval
 from bench.metric_diffs import EXACT, TOLERANCE, VAL_TOLERANCE, Diffs
 from study.config.params import load_params
 from study.config.paths import METRICS_DIR, MODELS_DIR, PREPARED_DIR, REPO_ROOT, split_path
-from study.io.splits import load_split
+from study.io.splits import load_raw_x, load_split
+from study.training.model import RAW_PREFIX
 
 ACT = {
     "relu": lambda z: np.maximum(z, 0),
@@ -146,6 +147,7 @@ def check_variant(root: Path, name: str, params: Any, diffs: Diffs) -> str:
     dataset, loss = cfg["dataset"], cfg["loss"]
     prepared = root / PREPARED_DIR
     x, y = load_split(split_path(prepared, "test", dataset))
+    raw_x = load_raw_x(split_path(prepared, "test", dataset))  # what the saved models take
     x_val, y_val = load_split(split_path(prepared, "val", dataset))
     ev = params.evaluate
     seeds = list(range(seed, seed + cfg.get("seeds", 1)))
@@ -154,7 +156,7 @@ def check_variant(root: Path, name: str, params: Any, diffs: Diffs) -> str:
         per_seed[s] = {}
         for which in ("best", "last"):
             model = keras.saving.load_model(where / f"{which}.keras")
-            out = model.predict(x, batch_size=ev.batch_size, verbose=0)
+            out = model.predict(raw_x, batch_size=ev.batch_size, verbose=0)
             mine = scores(loss, y, out, ev.threshold)
             per_seed[s][which] = mine
             if s != seed:
@@ -164,7 +166,11 @@ def check_variant(root: Path, name: str, params: Any, diffs: Diffs) -> str:
                 if metric in reported[which]:
                     diffs.add(name, f"{which}/{metric}", reported[which][metric], value)
             if which == "best":  # its val figures, as Keras' val_loss adds them up
-                out_val = model.predict(x_val, batch_size=cfg["batch_size"], verbose=0)
+                # the val file holds prepared rows only: the trained layers behind the raw ones
+                trained = keras.Sequential(
+                    [layer for layer in model.layers[1:] if not layer.name.startswith(RAW_PREFIX)]
+                )
+                out_val = trained.predict(x_val, batch_size=cfg["batch_size"], verbose=0)
                 val = scores(loss, y_val, out_val, 0.5)  # Keras' accuracy metrics: 0.5
                 penalty = by_hand(model, cfg, x_val, ev.diagnostics.saturation)["penalty"]
                 for metric, value in (

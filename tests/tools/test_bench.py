@@ -23,7 +23,7 @@ from bench import (
 )
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
 from study.config.params import load_params, variant_config
-from study.config.raw import read_params, read_yaml
+from study.config.raw import read_params
 from study.config.variant import Variant
 
 
@@ -40,7 +40,7 @@ def test_seed_study_keeps_the_seed_variants_without_search_or_crossval(tmp_path)
     assert set(datasets) == seed and set(datasets.values()) == set(run.SEED_DATASETS)
     assert all(listed == [] for listed in params.crossval.variants.values())
     assert params.train.defaults.epochs == run.QUICK_EPOCHS
-    assert read_yaml(repo / "search" / "best.yaml")["epochs"] == run.QUICK_EPOCHS
+    assert params.variant(params.search.variant).epochs == run.QUICK_EPOCHS
     assert not (repo / "dvc.lock").exists()
     listed = subprocess.run(
         [dvc_bin(), "stage", "list", "--name-only"],
