@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup browser vega plots repro test lint format bench bench-quick bench-search lock clean mlflow-ui report
+.PHONY: setup browser postgresql vega plots repro test lint format bench bench-quick bench-search lock clean mlflow-ui report
 
 setup: $(STAMP)
 
@@ -67,8 +67,15 @@ $(VEGA_TEMPLATE): $(VEGA_STAMP) tools/vega_template.py $(STAMP)
 plots: vega
 	$(BIN)/dvc plots show --html-template $(VEGA_TEMPLATE)
 
+# tests/tracking/test_team_server.py runs the team tracking server's store on a throwaway
+# cluster of Debian's PostgreSQL (its initdb and pg_ctl).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { test "$$(id -u)" = 0 && \
+	  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } || \
+	  { echo "error: the tests need Debian's postgresql: sudo apt-get install postgresql"; exit 1; }
+
 # tests/reports/test_plots_offline.py makes its own template from the npm packages.
-test: setup browser $(VEGA_STAMP)
+test: setup browser postgresql $(VEGA_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

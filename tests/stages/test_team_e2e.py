@@ -6,21 +6,16 @@ next `dvc repro` it is.)"""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 from conftest import dvc, ran, sh
+from servers import mlflow_server
 
 from bench.workspace import commit, dvc_bin, pipeline_env
 from study.config.paths import REPO_ROOT
@@ -28,7 +23,6 @@ from tools.mlflow_ui import ui_url
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "keras-regularization"
-MLFLOW = str(Path(sys.executable).parent / "mlflow")
 
 
 def client(uri: str) -> mlflow.MlflowClient:
@@ -128,41 +122,6 @@ def test_two_queued_experiments_run_in_parallel_into_the_users_store(study):
     assert "variants.baseline.patience" in dvc(study, "params", "diff", "HEAD", "q4")
     table = sh(study, sys.executable, "-m", "tools.report", "--exp", "q4", "--exp", "q5")
     assert "q4" in table and "q5" in table and "baseline" in table and "FINISHED" in table
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def mlflow_server(*store_args: str) -> Iterator[str]:
-    """`mlflow server` on 127.0.0.1 (a free port), once uvicorn says it listens; its URL.
-    Stopped by its process group (the CLI and its uvicorn child)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         *store_args],
-        env=pipeline_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    ready, log = threading.Event(), []
-
-    def drain() -> None:  # reads stderr to the end: the server never blocks on it
-        for line in proc.stderr:
-            log.append(line)
-            if "Uvicorn running on" in line:
-                ready.set()
-        ready.set()  # it ended
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        assert ready.wait(180) and proc.poll() is None, "".join(log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 CHROMIUM_FLAGS = [
