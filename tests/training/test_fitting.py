@@ -9,6 +9,7 @@ from conftest import thoracic_rows
 
 from study.training.fitting import class_weights, configure_tf, fit
 from study.training.model import build_model
+from training.threads_probe import trained_digest
 
 
 def test_class_weights_unset_balanced_and_given(variant):
@@ -72,38 +73,22 @@ def test_val_loss_weighs_the_val_rows_by_the_training_class_weights(variant, cla
         assert abs(float(np.mean(bce(val[1], prob))) - expected) > 0.01
 
 
-# One training of the real `dropout` variant's model (Dense 64, Dropout, L2, L1, MaxNorm) on
-# random rows, in a fresh process: TF's thread pools are fixed once its runtime starts.
-THREADS_PROBE = """
-import hashlib, sys
-import numpy as np
-from study.config.params import load_params
-from study.training.fitting import configure_tf, fit
-from study.training.model import build_model
-
-cfg = load_params().variant("dropout").model_copy(update={"epochs": 2})
-configure_tf(42, True, int(sys.argv[1]))
-rng = np.random.default_rng(0)
-x, y = rng.random((3000, 28, 28), dtype=np.float32), rng.integers(0, 10, 3000)
-model = build_model(cfg, x.shape[1:])
-fit(model, cfg, (x, y), (x[:300], y[:300]))
-print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
-"""
-
-
 def test_the_thread_count_changes_no_weight():
     """train.threads is no dependency of any stage (dvc.yaml): 1 and 2 threads train the
-    same weights, bit for bit."""
+    same weights, bit for bit. One training here (TF's pools as tests/conftest.py set them,
+    train.threads), the other in a fresh process with the other count."""
     import subprocess
     import sys
 
+    import tensorflow as tf
+
     from study.config.paths import REPO_ROOT
 
-    digests = [
-        subprocess.run(
-            [sys.executable, "-c", THREADS_PROBE, str(threads)],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=300,
-        ).stdout.split()[-1]
-        for threads in (1, 2)
-    ]  # fmt: skip
-    assert digests[0] == digests[1]
+    here = tf.config.threading.get_intra_op_parallelism_threads()
+    assert here == tf.config.threading.get_inter_op_parallelism_threads()
+    other = 2 if here == 1 else 1
+    fresh = subprocess.run(
+        [sys.executable, "-m", "tests.training.threads_probe", str(other)],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=300,
+    ).stdout.split()[-1]  # fmt: skip
+    assert trained_digest(here) == fresh
