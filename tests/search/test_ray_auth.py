@@ -105,8 +105,9 @@ def test_a_token_cluster_refuses_a_client_without_the_token_and_runs_one_with_it
         }
         assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
 
-        # The GCS refuses the unauthenticated client at once; it retries for this long.
-        quick = {"RAY_gcs_rpc_server_connect_timeout_s": "3"}
+        # The GCS refuses a client without the token at once; ray.init retries the connection
+        # NUM_REDIS_GET_RETRIES times a second apart (ray/_private/node.py), 20 by default.
+        quick = {"RAY_NUM_REDIS_GET_RETRIES": "2"}
         without = run(
             [sys.executable, "-c", CLIENT, address], ray_env(tmp, tmp_path / "home", **quick)
         )
