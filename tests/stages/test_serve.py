@@ -17,7 +17,7 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from test_team_e2e import MLFLOW, free_port
+from servers import MLFLOW, free_port
 
 from bench.workspace import pipeline_env
 from study.config.paths import MODELS_DIR, PLOTS_DIR, PREPARED_DIR, split_path
