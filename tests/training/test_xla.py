@@ -29,8 +29,11 @@ def trained(cfg, jit):
     return model.get_weights(), history.history
 
 
+# A batch size that divides the rows (200 train, 40 val): XLA compiles a step per batch shape,
+# and a partial last batch nearly doubles the time (the crossval test below keeps one: 40 fit
+# rows in batches of 30).
 def test_xla_stays_on_under_op_determinism_and_repeats_bit_for_bit(variant):
-    cfg = variant("dropout", epochs=2, batch_size=16)
+    cfg = variant("dropout", epochs=2, batch_size=20)
     xla, again, plain = trained(cfg, True), trained(cfg, True), trained(cfg, False)
     assert xla[1] == again[1]
     for a, b in zip(xla[0], again[0], strict=True):
