@@ -44,8 +44,10 @@ def test_resume_after_crash_equals_uninterrupted(variant, tmp_path, jit):
     # worse: the case where a forgetful checkpoint would overwrite best.keras after resume,
     # and where ReduceLROnPlateau's counter runs across the crash. (Without a plateau:
     # tests/training/test_run.py, a training killed and resumed in its MLflow run.)
+    # Batches of 20 divide the 200 train and 40 val rows: one XLA compile per step kind (a
+    # partial last batch: another; tests/training/test_xla.py's crossval test has one).
     plateau = {"factor": 0.5, "patience": 2}
-    cfg = variant("dropout", epochs=6, batch_size=16, patience=6, reduce_lr_on_plateau=plateau)
+    cfg = variant("dropout", epochs=6, batch_size=20, patience=6, reduce_lr_on_plateau=plateau)
     full = run(cfg, tmp_path / "full", tmp_path / "w1", noisy_val=True, jit=jit)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "resumed", tmp_path / "w2", crash_after=3, noisy_val=True, jit=jit)
