@@ -39,10 +39,16 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 
 # The suite runs on two xdist workers, a module at a time each (pyproject.toml: -n 2 --dist
-# loadfile); a worker takes the next module in this order. The slowest first, so the two
-# workers finish close together.
+# loadfile); a worker takes the next module in this order, the rest in file order after them.
+# The slowest first (those over ~30 s), so that small ones are left to even out the end and the
+# two workers finish close together. The first module builds the tiny study (~2 min); the other
+# worker takes the second and, as xdist hands a worker two modules at first when the first is
+# short, the third: neither needs the study, so the other worker does not sit waiting for it
+# (test_pipeline_e2e, next, did: ~20 s).
 SLOWEST_FIRST = (
-    "test_team_e2e", "test_search_cluster", "test_pipeline_e2e", "test_ray_repro", "test_search",
+    "test_team_e2e", "test_search_cluster", "test_runner_failures", "test_pipeline_e2e",
+    "test_ray_repro", "test_search", "test_resume", "test_runner_resume", "test_run",
+    "test_xla", "test_runner_matches_dvc", "test_fitting", "test_train",
 )  # fmt: skip
 
 
