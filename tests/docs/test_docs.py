@@ -79,7 +79,7 @@ def sweep_was_shared(tmp_path: Path) -> None:
     )  # fmt: skip
     assert finished == ["patience-1", "patience-2"], [(r.info.run_name, r.data.tags) for r in runs]
     shown = subprocess.run(
-        [dvc_bin(), "exp", "show", "--json"], cwd=tmp_path / "teammate", env=user_env(),
+        [dvc_bin(), "exp", "show", "--json", "-A"], cwd=tmp_path / "teammate", env=user_env(),
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     exps = {e["name"]: e for base in json.loads(shown) for e in base.get("experiments") or []}
