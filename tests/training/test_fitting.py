@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import thoracic_rows
 
+from bench.workspace import pipeline_env
 from study.training.fitting import class_weights, configure_tf, fit
 from study.training.model import build_model
-from training.threads_probe import trained_digest
+from training import threads_probe
 
 
 def test_class_weights_unset_balanced_and_given(variant):
@@ -88,7 +89,8 @@ def test_the_thread_count_changes_no_weight():
     assert here == tf.config.threading.get_inter_op_parallelism_threads()
     other = 2 if here == 1 else 1
     fresh = subprocess.run(
-        [sys.executable, "-m", "tests.training.threads_probe", str(other)],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=300,
+        [sys.executable, threads_probe.__file__, str(other)], cwd=REPO_ROOT,
+        env=pipeline_env(PYTHONPATH=str(REPO_ROOT)), capture_output=True, text=True, check=True,
+        timeout=300,
     ).stdout.split()[-1]  # fmt: skip
-    assert trained_digest(here) == fresh
+    assert threads_probe.trained_digest(here) == fresh

@@ -1,7 +1,7 @@
 """One training of the real `dropout` variant's model (Dense 64, Dropout, L2, L1, MaxNorm) on
 random rows, and the sha256 of its weights: in this process (whose TF thread pools are set),
-or in a fresh one with another thread count (`python -m tests.training.threads_probe N` from
-the repository root): TF's thread pools are fixed once its runtime starts.
+or in a fresh one with another thread count (`python tests/training/threads_probe.py N`, the
+repository on PYTHONPATH): TF's thread pools are fixed once its runtime starts.
 
 One epoch of 600 rows (20 steps of the variant's 30 rows) runs every op of a training at the
 study's batch size: what a thread count could change is an op's reduction order, the same in
