@@ -2,6 +2,7 @@
 
   python -m bench.loops notebook REPO   # the seed notebook's way: plain fit, TF defaults
   python -m bench.loops bare REPO       # the pipeline's own training settings, untracked
+  python -m bench.loops bare REPO --jit-compile true   # bare with XLA-compiled steps
 
 Both train the pipeline's variants (REPO/params.yaml's `variants`, then the searched one from
 REPO/search/best.yaml), each with every seed of its `seeds` field as train@V does, one after
@@ -66,11 +67,13 @@ def notebook(cfg: Variant, train: tuple, val: tuple, out: Path) -> dict[str, Any
     }
 
 
-def bare(cfg: Variant, train: tuple, val: tuple, out: Path, work: Path) -> dict[str, Any]:
+def bare(
+    cfg: Variant, train: tuple, val: tuple, out: Path, work: Path, jit_compile: bool
+) -> dict[str, Any]:
     """The train stage's training, untracked."""
     from study.training.train import train_model
 
-    result = train_model(cfg, train, val, out, work)
+    result = train_model(cfg, train, val, out, work, jit_compile=jit_compile)
     return {
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -82,8 +85,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["notebook", "bare"])
     parser.add_argument("repo", type=Path)
+    parser.add_argument(
+        "--jit-compile", choices=["true", "false"], help="bare: train.jit_compile (default: REPO's)"
+    )
     args = parser.parse_args()
     params = load_params(args.repo)
+    jit = params.train.jit_compile if args.jit_compile is None else args.jit_compile == "true"
     # The pipeline's variants: `variants`, then the searched one (from search/best.yaml).
     cfgs = {name: params.variant(name) for name in params.study_variants()}
     import keras
@@ -105,7 +112,7 @@ def main() -> None:
                     info = notebook(cfg, train, val, out)
                 else:  # as each train@V process: seeds, determinism, threads
                     configure_tf(seed, params.deterministic, params.train.threads)
-                    info = bare(cfg, train, val, out, Path(tmp) / f"{name}-{seed}.work")
+                    info = bare(cfg, train, val, out, Path(tmp) / f"{name}-{seed}.work", jit)
                 seconds = round(time.perf_counter() - start, 2)
                 print(
                     json.dumps({"variant": name, "seed": seed, **info, "seconds": seconds}),

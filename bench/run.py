@@ -15,10 +15,12 @@ under the parallel runner (parallel_s: tools/ray_repro.py, what `make repro` run
 must be byte-identical to the sequential run's); DVC's floor for
 the same graph (bench/floor.py: trivial commands; floor_repro_s, floor_noop_s), and the
 default study's dvc.lock size by the same trick on an unreduced copy (lock_lines_default);
-then the same variants in one untracked process with the pipeline's training settings (bare)
-and the notebook's way (notebook), bench/loops.py. Prints each figure, every forked stage
-process's wall time and peak RSS, each target's verdict and a last `bench:` line with every
-figure and ratio. The targets and the report: bench/report.py.
+then the same variants in one untracked process with the pipeline's training settings (bare),
+again with XLA-compiled steps (bare_xla; xla_vs_plain = bare_xla_s / bare_s), and the
+notebook's way (notebook), bench/loops.py. tiny_train_s: the sequential run's shortest
+training stage process (a thoracic variant), forked from the warm server. Prints each
+figure, every forked stage process's wall time and peak RSS, each target's verdict and a last
+`bench:` line with every figure and ratio. The targets and the report: bench/report.py.
 
 Stage processes are forks of a warm server (tools/prefork.py) in a private runtime
 directory: `pipeline` starts with no server and pays for starting it; `onechange` finds it
@@ -41,13 +43,15 @@ from typing import Any
 import yaml
 
 from bench.report import REPORT, fmt, judged, report
-from bench.workspace import commit, copy_repo, dvc_bin, pipeline_env
+from bench.stage_costs import stage_costs
+from bench.workspace import ForkLog, commit, copy_repo, dvc_bin, pipeline_env
 from study.config.paths import METRICS_DIR, REPO_ROOT, REPORTS_DIR, SEARCH_BEST
 from study.config.raw import read_params, read_yaml
-from tools.prefork import socket_dir, stop_servers
+from tools.prefork import stop_servers
 from tools.schedule import load_seconds, save_seconds
 
 CHANGED_VARIANT = "baseline"
+COSTED_VARIANT = "thoracic_bce"  # a small training: bench/stage_costs.py
 # Like with like: bare and notebook train the same variants as the timed pipeline: the seed
 # study's and the searched variant, whose config is main's search/best.yaml, pinned (the
 # search itself has its own benchmark, bench/search.py); no cross-validation.
@@ -77,24 +81,6 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int,
 
 def stages_run(stdout: str) -> list[str]:
     return sorted(line.split("'")[1] for line in stdout.splitlines() if "Running stage" in line)
-
-
-class ForkLog:
-    """The stage processes the warm servers forked (their logs: label, wall s, peak RSS),
-    since the last call."""
-
-    def __init__(self) -> None:
-        self.seen: dict[Path, int] = {}
-
-    def new_runs(self) -> list[dict[str, Any]]:
-        runs = []
-        for path in sorted(socket_dir().glob("*.log")):
-            lines = path.read_text().splitlines()
-            runs += [
-                json.loads(x) for x in lines[self.seen.get(path, 0) :] if x.startswith('{"run"')
-            ]
-            self.seen[path] = len(lines)
-        return runs
 
 
 def lock_lines(repo: Path) -> int:
@@ -202,6 +188,8 @@ def main() -> None:
         if ran != sorted(stages):
             sys.exit(f"bench: one change reran {ran}, expected {sorted(stages)}")
         forks.new_runs()
+        # Where a small training's and evaluation's seconds go, the warm server still running.
+        costs = stage_costs(repo, COSTED_VARIANT, 1 if args.quick else 3)
 
         # The same study in parallel (tools/ray_repro.py, `make repro`), from no warm server.
         stop_servers()
@@ -236,8 +224,13 @@ def main() -> None:
                   f" run's {figures['lock_lines']:.0f}")  # fmt: skip
         default_repo = copy_repo(Path(tmp) / "default")  # the default study's whole graph
         figures["lock_lines_default"] = floor(default_repo, env)["lock_lines"]
-        for mode in ("bare", "notebook"):  # on the parallel copy: the pipeline's configs
-            cmd = [sys.executable, "-m", "bench.loops", mode, str(par)]
+        loops = {  # on the parallel copy: the pipeline's configs
+            "bare": ["bare", str(par), "--jit-compile", "false"],
+            "bare_xla": ["bare", str(par), "--jit-compile", "true"],
+            "notebook": ["notebook", str(par)],
+        }
+        for mode, loop_args in loops.items():
+            cmd = [sys.executable, "-m", "bench.loops", *loop_args]
             seconds, rss[mode], out = measure(cmd, REPO_ROOT, env)
             figures[f"{mode}_s"] = seconds
             print(f"{mode}: {seconds:.1f} s, peak RSS {rss[mode]} MiB")
@@ -249,6 +242,9 @@ def main() -> None:
     figures["ratio_vs_notebook"] = figures["pipeline_s"] / figures["notebook_s"]
     figures["noop_vs_floor"] = figures["noop_s"] / figures["floor_noop_s"]
     figures["ratio_parallel_vs_bare"] = figures["parallel_s"] / figures["bare_s"]
+    figures["ratio_parallel_vs_notebook"] = figures["parallel_s"] / figures["notebook_s"]
+    figures["xla_vs_plain"] = figures["bare_xla_s"] / figures["bare_s"]
+    figures["tiny_train_s"] = min(r["s"] for r in runs if r["run"].startswith("stages.train "))
     print(f"peak RSS (MiB): {rss}")
     for what, value, limit, met in judged(figures):
         print(f"target: {what}: {fmt(value)} <= {fmt(limit)}: {'pass' if met else 'FAIL'}")
@@ -259,7 +255,7 @@ def main() -> None:
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         quick_epochs = QUICK_EPOCHS if args.quick else None
-        out_path.write_text(report(figures, runs, quick_epochs, started, bench_line))
+        out_path.write_text(report(figures, runs, quick_epochs, started, bench_line, costs))
         print(f"report: {out_path}")
     print(bench_line)
 

@@ -1,14 +1,18 @@
-"""A throwaway copy of this repository, for the benchmark and the end-to-end tests."""
+"""A throwaway copy of this repository, for the benchmark and the end-to-end tests, and the
+log of the stage processes its warm servers fork."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from study.config.paths import REPO_ROOT
+from tools.prefork import socket_dir
 
 GIT_ID = {
     "GIT_AUTHOR_NAME": "bench",
@@ -73,3 +77,21 @@ def pipeline_env(**extra: str) -> dict[str, str]:
 
 def dvc_bin() -> str:
     return str(Path(sys.executable).parent / "dvc")
+
+
+class ForkLog:
+    """The stage processes the warm servers forked (their logs: label, wall s, peak RSS),
+    since the last call."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Path, int] = {}
+
+    def new_runs(self) -> list[dict[str, Any]]:
+        runs = []
+        for path in sorted(socket_dir().glob("*.log")):
+            lines = path.read_text().splitlines()
+            runs += [
+                json.loads(x) for x in lines[self.seen.get(path, 0) :] if x.startswith('{"run"')
+            ]
+            self.seen[path] = len(lines)
+        return runs

@@ -42,9 +42,10 @@ def mlflow_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str
     and `env` on top of the stages' environment, once uvicorn says it listens; its URL.
     Stopped by its process group (the CLI and its uvicorn child)."""
     port = free_port()
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}  # as docs/team.md
     proc = subprocess.Popen(
         [MLFLOW, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *args],
-        env=pipeline_env(**(env or {})), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=pipeline_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip
     ready, log = threading.Event(), []

@@ -97,20 +97,24 @@ class Child:
     start: float = field(default_factory=time.monotonic)
 
 
-def serve(sock_path: Path, idle_timeout: float, preload: list[str]) -> dict[str, Any] | None:
-    """Import `preload`, then fork a child per request. Returns only in a child, its request.
-
-    An entry `module:function` also calls that function once, after importing the module:
-    per-process caches a library fills on first use (e.g. MLflow's map of installed
-    packages, ~0.6 s per logged model's first save) are then filled once for every stage.
-    """
-    import ctypes  # here, not at the top: callers import this module too
-
+def preload_modules(preload: list[str]) -> None:
+    """Import each module of `preload`. An entry `module:function` also calls that function
+    once, after importing the module: per-process caches a library fills on first use (e.g.
+    MLflow's map of installed packages, ~0.6 s per logged model's first save) are then filled
+    once for every stage."""
     for name in preload:
         module, _, function = name.partition(":")
         imported = importlib.import_module(module)
         if function:
             getattr(imported, function)()
+
+
+def serve(sock_path: Path, idle_timeout: float, preload: list[str]) -> dict[str, Any] | None:
+    """Import `preload` (preload_modules), then fork a child per request. Returns only in a
+    child, its request."""
+    import ctypes  # here, not at the top: callers import this module too
+
+    preload_modules(preload)
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     os.chdir("/")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -41,6 +41,9 @@ def main() -> None:
     if server:
         return
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    # MLflow's server jobs (GenAI scorers, trace roll-ups) are not used here; on, each start
+    # adds a job runner and two Huey consumer processes.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(
         mlflow_bin, [mlflow_bin, "ui", "--host", HOST, "--port", port, "--backend-store-uri", uri]
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import study_copy
+from conftest import ran as ran_stages
+from conftest import sh, study_copy
 from doc_shell import SHELLS, DocShell, run_document
 from sybil.example import SybilFailure
 
@@ -65,27 +67,57 @@ def test_the_docs_recipes_run_on_the_tiny_study(doc, built_study, tmp_path):
 
 
 def sweep_was_shared(tmp_path: Path) -> None:
-    """docs/team.md's sweep: both grid points ran through two queue workers into the user's
-    MLflow store (none lost), the winner is on main, and the teammate's clone lists the
-    pushed experiment with its metrics."""
+    """docs/team.md's sweep: each grid point reran only the baseline's stages, through two
+    queue workers at once into the user's MLflow store (none lost, no lock error), its small
+    float typed as `0.00001` reaching the training as a number; `make report` puts both side
+    by side; the teammate's clone lists the pushed experiment with its metrics."""
     import mlflow
 
-    store = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}")
+    repo = tmp_path / "repo"
+    for name in ("l2-1", "l2-2"):
+        log = sh(repo, dvc_bin(), "queue", "logs", name, env=user_env())
+        assert ran_stages(log) == ["compare", "evaluate@baseline", "train@baseline", "variants"]
+        assert "database is locked" not in log, log
+    store = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = store.get_experiment_by_name("keras-regularization")
-    runs = store.search_runs([exp.experiment_id], "tags.dvc_exp_name LIKE 'patience-%'")
-    finished = sorted(
-        r.data.tags["dvc_exp_name"] for r in runs if r.info.status == "FINISHED"
-        and r.info.run_name == "baseline"
-    )  # fmt: skip
-    assert finished == ["patience-1", "patience-2"], [(r.info.run_name, r.data.tags) for r in runs]
+    runs = store.search_runs([exp.experiment_id], "tags.dvc_exp_name LIKE 'l2-%'")
+    l2 = {
+        r.data.tags["dvc_exp_name"]: r.data.params["variant.kernel_l2"] for r in runs
+        if r.info.status == "FINISHED" and r.info.run_name == "baseline"
+    }  # fmt: skip
+    assert l2 == {"l2-1": "1e-05", "l2-2": "0.0001"}, [(r.info.run_name, r.data.tags) for r in runs]
+    table = sh(repo, sys.executable, "-m", "tools.report", "--exp", "l2-1", "--exp", "l2-2",
+               env=user_env())  # fmt: skip
+    assert all(word in table for word in ("l2-1", "l2-2", "baseline", "FINISHED")), table
     shown = subprocess.run(
         [dvc_bin(), "exp", "show", "--json", "-A"], cwd=tmp_path / "teammate", env=user_env(),
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     exps = {e["name"]: e for base in json.loads(shown) for e in base.get("experiments") or []}
-    assert "patience-2" in exps, sorted(exps)
-    data = exps["patience-2"]["revs"][0]["data"]
+    assert "l2-2" in exps, sorted(exps)
+    data = exps["l2-2"]["revs"][0]["data"]
     assert data["metrics"]["metrics/baseline.json"]["data"]["best_val_accuracy"] >= 0
+
+
+def test_a_block_marked_as_run_elsewhere_runs_there():
+    """A block skipped as `runs in docs/<guide>.md` (README's experiments, the same as
+    team.md's) has each of its commands in a block of that guide, which the suite runs."""
+    marked = re.compile(r'<!-- skip: next "runs in (\S+?\.md)[^"]*" -->\n```\w+\n(.*?)```', re.S)
+    found = 0
+    for doc in DOCS:
+        for guide, block in marked.findall(doc.read_text()):
+            commands = set(command_lines((REPO_ROOT / guide).read_text()))
+            missing = [c for c in command_lines(f"```bash\n{block}```") if c not in commands]
+            assert not missing, f"{doc.name}: not in {guide}: {missing}"
+            found += 1
+    assert found  # README.md's
+
+
+def command_lines(text: str) -> list[str]:
+    """The commands of a text's fenced blocks, each without its comment and spacing."""
+    blocks = re.findall(r"```\w+\n(.*?)```", text, re.S)
+    lines = (line.split(" #")[0].strip() for block in blocks for line in block.splitlines())
+    return [" ".join(line.split()) for line in lines if line and not line.startswith("#")]
 
 
 def test_a_broken_recipe_fails_and_names_its_line(built_study, tmp_path):

@@ -7,6 +7,7 @@ import datetime
 import json
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from bench import (
     metric_diffs,
     report,
     run,
+    stage_costs,
     system_metrics,
 )
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
@@ -114,12 +116,16 @@ def test_report_judges_every_target_and_names_the_commit(tmp_path):
         "ratio_vs_notebook": 0.65,
         "noop_vs_floor": 1.2,
         "ratio_parallel_vs_bare": 0.65,
+        "ratio_parallel_vs_notebook": 0.325,
+        "xla_vs_plain": 0.9,
+        "tiny_train_s": 2.5,
     }
     runs = [{"run": "stages.train baseline", "s": 12.5, "maxrss_kb": 900 * 1024}]
     started = datetime.datetime(2026, 12, 4, 10, 0, tzinfo=datetime.UTC)
     text = report.report(figures, runs, None, started, "bench: x=1")
     results = {what: met for what, _, _, met in report.judged(figures)}
-    assert list(results.values()) == [False, False, False, True, True, True]
+    assert list(results.values()) == [False, False, False, True, True, False, False, True, True]
+    assert "| `make repro` (parallel runner) / notebook | 0.33 | ≤ 0.30 | FAIL |" in text
     assert "| dvc.lock lines at the default study | 4,100 | ≤ 4,000 | FAIL |" in text
     assert "| `make repro` (parallel runner) / bare | 0.65 | ≤ 0.70 | pass |" in text
     assert "| stages.train baseline | 12.5 | 900 |" in text
@@ -216,3 +222,24 @@ def test_system_metrics_bench_times_samples_that_reach_the_store(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("bench").experiment_id])
     history = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert [m.step for m in history] == [0, 1, 2]
+
+
+def test_stage_costs_clock_counts_each_part_without_the_parts_it_calls():
+    clock = stage_costs.Clock()
+    inner = clock.wrap("inner", lambda: time.sleep(0.05))
+
+    def outer_body() -> None:
+        time.sleep(0.05)
+        inner()
+
+    clock.wrap("outer", outer_body)()
+    clock.wrap("inner", lambda: time.sleep(0.02))()  # the same part again adds up
+    assert 0.07 <= clock.parts["inner"] < 0.1 and 0.05 <= clock.parts["outer"] < 0.08
+
+
+def test_the_report_lists_each_stages_parts_and_their_total(tmp_path):
+    costs = {"train@t": {"fit": 1.5, "dvc": 0.5}, "evaluate@t": {"dvc": 0.25}}
+    table = report.cost_table(costs)
+    assert "| part | train@t | evaluate@t |" in table
+    assert table.index("| fit | 1.50 | 0.00 |") < table.index("| dvc | 0.50 | 0.25 |")
+    assert "| total | 2.00 | 0.25 |" in table
