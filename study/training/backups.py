@@ -89,23 +89,25 @@ def _all_backups(exclusive: bool) -> Iterator[None]:
 def claimed(work_dir: Path) -> Iterator[None]:
     """Hold work_dir's lock while training; fail if a live process already holds it.
 
-        Who may remove a backup directory, and when (so no stage, however many run at once,
-        fails or loses a live training because of another's cleanup):
-        - its owner, holding the directory's lock (the whole training, from the claim);
-        - a cleaner (tidy, discard_abandoned), holding the backups' root lock exclusively across
-          listing, locking (non-blocking: a held lock is a live training, skipped), reading the
-          state and removing.
-        A claim creates the directory and takes its lock under the root lock shared. So a cleaner
-        never sees a directory between its creation and its lock, a claim never finds a directory
-        locked by a cleaner (a held lock here means a live training: the error below is real),
-        and no removal interleaves with a claim's mkdir of the variant and seed directories. A lock
+    Who may remove a backup directory, and when (so no stage, however many run at once,
+    fails or loses a live training because of another's cleanup):
+    - its owner, holding the directory's lock (the whole training, from the claim), the lock
+      file last (discard);
+    - a cleaner (tidy, discard_abandoned), holding the backups' root lock exclusively across
+      listing, locking (non-blocking, never creating the lock file: a held lock is a live
+      training, a missing one a directory its owner is removing; both are skipped), reading
+      the state and removing.
+    A claim creates the directory and takes its lock under the root lock shared. So a cleaner
+    never sees a directory between its creation and its lock, a claim never finds a directory
+    locked by a cleaner (a held lock here means a live training: the error below is real),
+    and no removal interleaves with a claim's mkdir of the variant and seed directories. A lock
     is only taken on the lock file at the directory's path (an owner removes its directory while
     it still holds the lock: a lock on the removed file would be no one's)."""
     with _all_backups(exclusive=False):
         fd = None
         while fd is None:
             work_dir.mkdir(parents=True, exist_ok=True)
-            fd = _try_lock(work_dir)
+            fd = _try_lock(work_dir, create=True)
             if fd is None and work_dir.is_dir():
                 break  # held: a live training
     if fd is None:
@@ -124,9 +126,11 @@ def _dead(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any] | None]]
     state, each while its lock is held. The caller holds the root lock exclusively (nothing
     is created or removed meanwhile but by live owners, which are skipped)."""
     for path in paths:
-        fd = _try_lock(path)
-        if fd is None:
-            continue  # a live training, or removed by its owner
+        fd = _try_lock(path, create=False)
+        if fd is None:  # a live training, or one its owner is removing (the lock file goes
+            with suppress(OSError):  # last); an empty one: killed before its first lock
+                path.rmdir()
+            continue
         try:
             yield path, read_state(path)
         finally:
@@ -141,14 +145,16 @@ def _subdirs(parent: Path) -> list[Path]:
         return []
 
 
-def _try_lock(work_dir: Path) -> int | None:
+def _try_lock(work_dir: Path, create: bool) -> int | None:
     """An fd holding the lock of work_dir's lock file (the one at its path now); None if a
-    live process holds it or work_dir is gone."""
+    live process holds it or work_dir is gone. Only the owner's claim creates the file: a
+    cleaner that made one in a directory its owner is removing would hold a lock on a
+    half-removed backup (its owner removes the lock file last, still holding it: discard)."""
     while True:
         try:
-            fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(work_dir / LOCK_FILE, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
         except FileNotFoundError:
-            return None  # removed by its owner
+            return None  # removed by its owner, or not yet created
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -161,16 +167,20 @@ def _try_lock(work_dir: Path) -> int | None:
 
 
 def discard(work_dir: Path, keep_lock: bool = False) -> None:
-    """Remove a backup (its owner, done with it); with keep_lock, all but the lock file its
-    owner holds."""
-    if not keep_lock:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return
+    """Remove a backup (its owner, done with it, holding its lock): everything but the lock
+    file, then (unless keep_lock) the lock file and the directory, so that a cleaner finds
+    either the lock held or no lock file (_try_lock), never a half-removed backup it may
+    lock."""
     for path in work_dir.iterdir() if work_dir.is_dir() else []:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.name != LOCK_FILE:
             path.unlink()
+    if not keep_lock:
+        with suppress(FileNotFoundError):
+            (work_dir / LOCK_FILE).unlink()
+        with suppress(OSError):
+            work_dir.rmdir()
 
 
 def resume_or_start(client: Any, work_dir: Path, key: str) -> str | None:

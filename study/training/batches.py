@@ -63,3 +63,16 @@ def array_batches(arrays: tuple[np.ndarray, ...], batch_size: int, shuffle: bool
         tf.data.experimental.assert_cardinality(-(-n // batch_size))
     )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(arrays: tuple[np.ndarray, ...], batch_size: int) -> Any:
+    """Validation batches: the rows in order, batch_size at a time (array_batches' without
+    shuffling: the same batches, so the same val_loss). Keras's evaluate makes a new iterator
+    for every epoch's validation; this plain pipeline's costs ~1 ms to make, array_batches'
+    ~20 ms (measured, bench/stage_costs.py's notes in docs/performance.md)."""
+    import keras
+    import tensorflow as tf
+
+    floatx = keras.config.floatx()
+    arrays = tuple(a.astype(floatx, copy=False) if a.dtype.kind == "f" else a for a in arrays)
+    return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)

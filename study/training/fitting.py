@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from study.config.variant import Variant
-from study.training.batches import array_batches
+from study.training.batches import array_batches, eval_batches
 from study.training.model import encode_labels
 
 
@@ -76,7 +76,7 @@ def fit(
         val_weights = row_weights(weights, val[1])
         if val_weights is not None:  # Keras reads a third array as per-row loss weights
             arrays += (val_weights,)
-        validation = array_batches(arrays, batch, False)
+        validation = eval_batches(arrays, batch)
     return model.fit(
         array_batches((train[0], encode_labels(train[1], cfg)), batch, shuffle=True),
         validation_data=validation,

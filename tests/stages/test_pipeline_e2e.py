@@ -160,6 +160,7 @@ def killed_training_debris(repo, variant: str) -> tuple[str, object]:
     run_id = client.create_run(exp.experiment_id, run_name=variant).info.run_id
     backup = repo / ".backup" / variant / f"seed{summary['seed']}" / summary["key"]
     backup.mkdir(parents=True)
+    (backup / "lock").touch()  # its claim's (study/training/backups.py)
     meta = {"key": summary["key"], "run_id": run_id}
     state = {"meta": meta, "history": {}, "snapshots": {}}
     (backup / "training_state.json").write_text(json.dumps(state))

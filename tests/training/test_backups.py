@@ -16,6 +16,7 @@ from study.config.code import module_files
 from study.config.errors import StageError
 from study.config.paths import REPO_ROOT
 from study.training.backups import (
+    LOCK_FILE,
     STATE_FILE,
     backup_dir,
     claimed,
@@ -37,7 +38,9 @@ def store(local_store):
 
 
 def write_state(work, key, run_id, snapshots=None):
+    """What a killed training leaves: its state and the lock file its claim made."""
     work.mkdir(parents=True, exist_ok=True)
+    (work / LOCK_FILE).touch()
     meta = {"key": key, "run_id": run_id}
     state = {"meta": meta, "history": {}, "snapshots": snapshots or {"2": {}}}
     (work / STATE_FILE).write_text(json.dumps(state))
@@ -207,3 +210,21 @@ def test_tidy_ends_backups_of_removed_variants_and_of_results_dvc_restored(store
         "resume": "RUNNING",
         "resume_seed": "RUNNING",
     }
+
+
+def test_a_cleaner_never_locks_a_backup_its_owner_is_removing(store):
+    """An owner removes its backup holding the lock, the lock file last (discard): a tidy
+    meanwhile finds the lock held, or no lock file, and then neither makes one nor touches
+    the directory's files; an empty directory without a lock (a claim killed before its
+    lock) is removed."""
+    client, new_run = store
+    work = backup_dir("gone", 42, "k")
+    with claimed(work):
+        write_state(work, "k", new_run())
+        assert tidy(client, set(), work.parent) == []  # held: skipped
+        (work / LOCK_FILE).unlink()  # as if its removal had taken the lock file first
+        assert tidy(client, set(), work.parent) == []
+        assert (work / STATE_FILE).is_file() and not (work / LOCK_FILE).exists()
+    (work.parent / "k2").mkdir(parents=True)
+    tidy(client, set(), work.parent)
+    assert not (work.parent / "k2").exists()

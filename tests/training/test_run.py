@@ -18,7 +18,7 @@ from tracking.isolation import STORE, experiment_id
 from bench.workspace import pipeline_env
 from study.config.paths import REPO_ROOT, split_path
 from study.io.splits import RAW_INPUT, RAW_X, RawInput, raw_input_array, save_split
-from study.training.backups import STATE_FILE, backup_dir, read_state
+from study.training.backups import LOCK_FILE, STATE_FILE, backup_dir, read_state
 from study.training.run import seed_trainings, train_seeds
 
 # train@dropout in a process that SIGKILLs itself once its backup holds `kill_after` epochs
@@ -138,6 +138,7 @@ def test_a_training_killed_on_one_node_resumes_on_another(
     for path in (other_seed, stale):
         runs[path] = client.create_run(experiment_id(mlflow)).info.run_id
         path.mkdir(parents=True)
+        (path / LOCK_FILE).touch()  # its claim's, as a killed training leaves it
         meta = {"key": path.name, "run_id": runs[path]}
         (path / STATE_FILE).write_text(json.dumps({"meta": meta, "history": {}, "snapshots": {}}))
 
