@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.workspace import ForkLog, dvc_bin, pipeline_env
+from study.config.paths import REPO_ROOT
 
 # (part, module, attribute): the function is timed where its callers look it up.
 TIMED = (
@@ -70,9 +71,11 @@ TIMED = (
     ("scoring", "study.evaluation.evaluate", "score_outputs"),
 )  # fmt: skip
 
-# Run in a fresh process: preload as the warm server does, then time the rest.
+# Run in a fresh process in the copy (its stages/ and study/ first on sys.path; bench/ from
+# this repository, which copies leave out): preload as the warm server does, then time.
 CHILD = """
 import json, sys
+sys.path.append({root!r})
 from bench.stage_costs import inside
 print("stage_costs:", json.dumps(inside(sys.argv[1], sys.argv[2])))
 """
@@ -166,7 +169,8 @@ def layers(repo: Path, stage: str, variant: str) -> dict[str, float]:
     command = [sys.executable, "-m", "tools.prefork", f"stages.{stage}", variant]
     command_s, _ = timed_run(command, repo)
     (alone,) = forks.new_runs()
-    _, out = timed_run([sys.executable, "-c", CHILD, stage, variant], repo)
+    child = CHILD.format(root=str(REPO_ROOT))
+    _, out = timed_run([sys.executable, "-c", child, stage, variant], repo)
     parts = json.loads(out.split("stage_costs:", 1)[1].splitlines()[0])
     fork = command_s - alone["s"]
     return {"dvc": dvc_s - under_dvc["s"] - fork, "fork": fork, **parts}
