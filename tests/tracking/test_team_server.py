@@ -7,6 +7,7 @@ models' files proxied by the server, and their results are the study's bit for b
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import sys
 import urllib.error
@@ -20,6 +21,7 @@ from mlflow.server import get_app_client
 from servers import mlflow_server, postgres
 
 from bench.workspace import pipeline_env
+from study.config.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "keras-regularization"
@@ -47,13 +49,14 @@ def status(url: str, user: str | None = None, password: str = "") -> int:
 
 
 def auth_config(path, database_uri: str) -> None:
-    """docs/team.md's basic_auth.ini: teammates may log into each other's experiments (EDIT),
-    only their owner or the admin deletes or manages one."""
-    path.write_text(
-        "[mlflow]\ndefault_permission = EDIT\n"
-        f"database_uri = {database_uri}\nadmin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
+    """docs/team.md's basic_auth.ini, its database_uri this cluster's: teammates may log into
+    each other's experiments (EDIT), only their owner or the admin deletes or manages one; a
+    checked password is cached for a minute (a password changed through the API at once)."""
+    doc = (REPO_ROOT / "docs" / "team.md").read_text()
+    ini = doc.split("cat > ~/mlflow/basic_auth.ini <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    ini = re.sub(r"(?m)^database_uri = .*$", f"database_uri = {database_uri}", ini)
+    assert "auth_cache_ttl_seconds = 60" in ini and database_uri in ini, ini
+    path.write_text(ini + "\n")
 
 
 def test_an_authenticated_server_on_postgresql_refuses_anonymous_requests_and_logs_a_training(
