@@ -39,16 +39,20 @@ def runs_named(uri: str, name: str) -> list:
 
 
 def test_mlproject_entry_points_are_the_stages():
-    """MLproject mirrors stages/: one entry point per stage module, a `variant` parameter
-    where the stage takes one (train, evaluate, crossval), `main` runs the whole pipeline."""
+    """MLproject mirrors stages/: one entry point per stage module, its command the dvc.yaml
+    stage's (the warm runner included), a `variant` parameter where the stage takes one
+    (train, evaluate, crossval: `${key}` or `${item}` in dvc.yaml), `main` runs the pipeline."""
     entries = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]
     assert entries.pop("main") == {"command": "dvc repro"}
     modules = {p.stem: p.read_text() for p in (REPO_ROOT / "stages").glob("[a-z]*.py")}
     assert set(entries) == set(modules)
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    commands = {stage.get("do", stage)["cmd"] for stage in stages.values()}
     for name, entry in entries.items():
         takes_variant = "name_arg(" in modules[name]
-        expected = f"python -m stages.{name}" + (" {variant}" if takes_variant else "")
-        assert entry["command"] == expected, name
+        as_dvc = {entry["command"].replace("{variant}", v) for v in ("${key}", "${item}")}
+        assert as_dvc & commands, (name, entry["command"])
+        assert entry["command"].endswith(f"stages.{name}" + (" {variant}" if takes_variant else ""))
         assert entry.get("parameters", {}) == ({"variant": "string"} if takes_variant else {})
     assert {n for n, e in entries.items() if "parameters" in e} == {"train", "evaluate", "crossval"}
 
