@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Stage commands run `python` from PATH: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# No usage reports: DVC's analytics, MLflow's telemetry, Ray's usage stats.
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 # Debian's dataset-fashion-mnist and ../shared/data are the offline sources fetch looks in.
 export DATA_MIRRORS ?= $(abspath ../shared/data)

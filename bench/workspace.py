@@ -68,6 +68,7 @@ def pipeline_env(**extra: str) -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         DVC_NO_ANALYTICS="1",
         MLFLOW_DISABLE_TELEMETRY="true",
+        RAY_USAGE_STATS_ENABLED="0",
         TF_CPP_MIN_LOG_LEVEL="2",
         **GIT_ID,
     )

@@ -30,6 +30,7 @@ from tools.prefork import stop_servers
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The Ctrl-C tests need SIGINT handled as under a terminal. `make test &` from a script starts

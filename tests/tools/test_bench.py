@@ -25,6 +25,7 @@ from bench import (
 )
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
 from study.config.params import load_params, variant_config
+from study.config.paths import REPO_ROOT
 from study.config.raw import read_params
 from study.config.variant import Variant
 
@@ -243,3 +244,24 @@ def test_the_report_lists_each_stages_parts_and_their_total(tmp_path):
     assert "| part | train@t | evaluate@t |" in table
     assert table.index("| fit | 1.50 | 0.00 |") < table.index("| dvc | 0.50 | 0.25 |")
     assert "| total | 2.00 | 0.25 |" in table
+
+
+def test_telemetry_is_off_for_stages_make_ci_and_this_suite():
+    """DVC's analytics, MLflow's telemetry and Ray's usage stats: off in the stages'
+    environment (pipeline_env), for every make target, in .ci/run and in this suite, where
+    Ray itself says so (a local instance a test starts reports nothing)."""
+    from ray._common.usage import usage_lib
+
+    off = {
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env = pipeline_env()
+    assert {k: env.get(k) for k in off} == off
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    for name, value in off.items():
+        assert f"export {name} := {value}\n" in makefile, name
+        assert f"{name}={value}" in ci, name
+    assert not usage_lib.usage_stats_enabled()
