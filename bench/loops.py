@@ -68,12 +68,12 @@ def notebook(cfg: Variant, train: tuple, val: tuple, out: Path) -> dict[str, Any
 
 
 def bare(
-    cfg: Variant, train: tuple, val: tuple, out: Path, work: Path, jit_compile: bool
+    cfg: Variant, train: tuple, val: tuple, out: Path, work: Path, jit_compile: bool, seed: int
 ) -> dict[str, Any]:
     """The train stage's training, untracked."""
     from study.training.train import train_model
 
-    result = train_model(cfg, train, val, out, work, jit_compile=jit_compile)
+    result = train_model(cfg, train, val, out, work, jit_compile=jit_compile, seed=seed)
     return {
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
@@ -112,7 +112,7 @@ def main() -> None:
                     info = notebook(cfg, train, val, out)
                 else:  # as each train@V process: seeds, determinism, threads
                     configure_tf(seed, params.deterministic, params.train.threads)
-                    info = bare(cfg, train, val, out, Path(tmp) / f"{name}-{seed}.work", jit)
+                    info = bare(cfg, train, val, out, Path(tmp) / f"{name}-{seed}.work", jit, seed)
                 seconds = round(time.perf_counter() - start, 2)
                 print(
                     json.dumps({"variant": name, "seed": seed, **info, "seconds": seconds}),

@@ -79,7 +79,9 @@ def run_policy(
     configure_tf(params.seed, params.deterministic, params.train.threads)  # as train@V
     with tempfile.TemporaryDirectory(prefix="bench-lr-") as tmp:
         start = time.perf_counter()
-        result = train_model(cfg, train, val, Path(tmp) / "out", Path(tmp) / "work")
+        result = train_model(
+            cfg, train, val, Path(tmp) / "out", Path(tmp) / "work", seed=params.seed
+        )
         seconds = time.perf_counter() - start
         held_out = {}
         for which in ("best", "last"):

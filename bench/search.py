@@ -82,7 +82,9 @@ def train_and_score(cfg: Variant, data: tuple[Split, Split, Split], settings: di
     configure_tf(settings["seed"], settings["deterministic"], 1)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
-        result = train_model(cfg, train, val, Path(tmp) / "out", Path(tmp) / "work")
+        result = train_model(
+            cfg, train, val, Path(tmp) / "out", Path(tmp) / "work", seed=settings["seed"]
+        )
         held_acc = held_out_accuracy(Path(tmp) / "out" / "best.keras", cfg, held, settings)
     best = result.best_epoch - 1
     return {

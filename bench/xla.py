@@ -51,7 +51,7 @@ def fitted(
     configure_tf(seed, settings.deterministic, settings.train.threads)
     start = time.perf_counter()
     model = build_model(cfg, data["train"][0].shape[1:], jit_compile=jit)
-    history = fit(model, cfg, data["train"], data["val"])
+    history = fit(model, cfg, data["train"], data["val"], seed=seed)
     seconds = time.perf_counter() - start
     x, y = data["test"]
     probs = class_probabilities(model.predict(x, batch_size=1024, verbose=0), cfg)

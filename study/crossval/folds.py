@@ -112,10 +112,13 @@ def variant_folds(
     threshold: float,
     on_fold: Callable[[int, float], None] | None = None,
     jit_compile: bool = False,
+    *,
+    seed: int,
 ) -> list[dict[str, float | None]]:
     """The variant's scores on each fold's held-out rows, trained on its fit rows as the train
-    stage trains it (study.training.fitting: its config and class weights, for its `epochs`;
-    no early stopping, so the held-out rows are never watched).
+    stage trains it (study.training.fitting: its config and class weights, for its `epochs`,
+    its batches in an order of seed and epoch; no early stopping, so the held-out rows are
+    never watched).
 
     One model per feature count (a category missing from a fold's fit rows has no column
     there), reset before every fold to the weights, optimizer and dropout-seed state it was
@@ -133,7 +136,7 @@ def variant_folds(
         model, state, initial = models[width]
         for variable, value in zip(state, initial, strict=True):
             variable.assign(value)
-        fit(model, cfg, (x_fit, y[fit_rows]))
+        fit(model, cfg, (x_fit, y[fit_rows]), seed=seed)
         outputs = keras.ops.convert_to_numpy(model(x_held, training=False))
         # To 6 digits, as every score: no result hangs on float noise below that.
         prob = np.array([round(float(p), 6) for p in class_probabilities(outputs, cfg)[:, 1]])
@@ -180,7 +183,7 @@ def crossval_scores(
     x, y = data
     splits = cv_splits(y, cv.folds, cv.repeats, seed)
     folds = encoded_folds(x, splits, features, f"prepare.{cfg.dataset}")
-    scores = variant_folds(cfg, folds, y, splits, threshold, on_fold, jit_compile)
+    scores = variant_folds(cfg, folds, y, splits, threshold, on_fold, jit_compile, seed=seed)
     references = reference_folds(folds, y, splits, cv.logistic, seed, threshold)
     doc = {"dataset": cfg.dataset, "folds": cv.folds, "repeats": cv.repeats, "rows": len(y)}
     doc["variant"] = summarize(scores)

@@ -92,7 +92,7 @@ def run_trial(config: dict[str, Any], data: tuple = (), spec: dict | None = None
     work = Path(tempfile.mkdtemp(prefix="scratch-", dir=tune.get_context().get_trial_dir()))
     status = "FAILED"
     try:
-        train_trial(cfg, data, work, run_id, report, spec["jit_compile"])
+        train_trial(cfg, data, work, run_id, report, spec["jit_compile"], spec["seed"])
         status = "FINISHED"
     except SystemExit:  # stopped by Tune
         status = "KILLED"
@@ -104,15 +104,23 @@ def run_trial(config: dict[str, Any], data: tuple = (), spec: dict | None = None
 
 
 def train_trial(
-    cfg: Variant, data: tuple, work: Path, run_id: str, report: TuneReport, jit_compile: bool
+    cfg: Variant,
+    data: tuple,
+    work: Path,
+    run_id: str,
+    report: TuneReport,
+    jit_compile: bool,
+    seed: int,
 ) -> None:
-    """train_model in a scratch directory (XLA-compiled steps if jit_compile); a diverged
-    training is a finished, poor trial."""
+    """train_model in a scratch directory (XLA-compiled steps if jit_compile, batches in an
+    order of seed and epoch); a diverged training is a finished, poor trial."""
     (train, val) = data
     # StageError: val_loss never finite (study.training.train.best_epoch), as reported to Tune
     with contextlib.suppress(StageError):
         state, meta = work / "state", {"run_id": run_id}
-        train_model(cfg, train, val, work / "out", state, meta, [report], jit_compile=jit_compile)
+        train_model(
+            cfg, train, val, work / "out", state, meta, [report], jit_compile=jit_compile, seed=seed
+        )
 
 
 def trial_runs(client: Any, experiment_id: str, run_id: str) -> list[Any]:

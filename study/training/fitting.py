@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from keras.callbacks import Callback
 
 from study.config.variant import Variant
-from study.training.batches import array_batches, eval_batches
+from study.training.batches import epoch_batches, eval_batches, steps
 from study.training.model import encode_labels
 
 
@@ -63,10 +64,14 @@ def fit(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: Sequence[Any] = (),
+    *,
+    seed: int,
+    initial_epoch: int = 0,
 ) -> Any:
-    """model.fit for cfg.epochs on shuffled batches of `train` with the variant's class
-    weights; val_loss on `val` when given, its rows weighed by the same class weights (those
-    of the train labels), so early stopping and checkpoints watch the loss that is trained.
+    """model.fit from initial_epoch (where a restored backup resumes) to cfg.epochs on
+    batches of `train` in an order of (seed, epoch), with the variant's class weights;
+    val_loss on `val` when given, its rows weighed by the same class weights (those of the
+    train labels), so early stopping and checkpoints watch the loss that is trained.
     Returns Keras's History."""
     batch = cfg.batch_size
     weights = class_weights(cfg, train[1])
@@ -77,12 +82,47 @@ def fit(
         if val_weights is not None:  # Keras reads a third array as per-row loss weights
             arrays += (val_weights,)
         validation = eval_batches(arrays, batch)
+    per_epoch = steps(len(train[0]), batch)
+    execution = execution_steps(cfg.steps_per_execution, per_epoch)
+    if model.steps_per_execution != execution:
+        model.steps_per_execution = execution
+        model.train_function = model.test_function = None  # traced for the other count
+    batches = epoch_batches(
+        (train[0], encode_labels(train[1], cfg)), batch, seed, initial_epoch, cfg.epochs
+    )
     return model.fit(
-        array_batches((train[0], encode_labels(train[1], cfg)), batch, shuffle=True),
+        batches,
+        steps_per_epoch=per_epoch,
         validation_data=validation,
         epochs=cfg.epochs,
-        shuffle=False,  # array_batches shuffles; Keras would warn that it ignores True
+        initial_epoch=initial_epoch,
+        shuffle=False,  # the batches are shuffled; Keras would warn that it ignores True
         class_weight=weights,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, _StartsAt(initial_epoch)],
         verbose=0,
     )
+
+
+def execution_steps(configured: int, per_epoch: int) -> int:
+    """The largest count of steps per execution, at most the configured one, that divides an
+    epoch's steps. With one iterator for all epochs (epoch_batches) an execution would
+    otherwise run on into the next epoch's batches: Keras 3.15 runs whole executions."""
+    return max(d for d in range(1, min(configured, per_epoch) + 1) if per_epoch % d == 0)
+
+
+class _StartsAt(Callback):
+    """Fails clearly if Keras starts at another epoch than the batches do (e.g. a backup
+    restored that the caller did not pass on as initial_epoch)."""
+
+    def __init__(self, first_epoch: int) -> None:
+        super().__init__()
+        self.first_epoch = first_epoch
+        self.started = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.started and epoch != self.first_epoch:
+            raise RuntimeError(
+                f"fit: Keras starts at epoch {epoch}, the batches at {self.first_epoch}"
+                " (pass the restored backup's epoch as initial_epoch)"
+            )
+        self.started = True

@@ -123,8 +123,9 @@ class TrainingState(keras.callbacks.Callback):
         write_atomic(self.work_dir / STATE_FILE, json.dumps(doc).encode())
 
 
-def settle_backup(backup: keras.callbacks.BackupAndRestore, snapshots: set[str]) -> None:
-    """Leave the backup as one complete (weights, metadata) pair, or none (the seed restarts).
+def settle_backup(backup: keras.callbacks.BackupAndRestore, snapshots: set[str]) -> int:
+    """Leave the backup as one complete (weights, metadata) pair, or none (the seed restarts);
+    return the epoch Keras will resume from (0: from the start).
 
     BackupAndRestore (Keras 3.15: backup_and_restore.py) saves an epoch in place, in this
     order: copy weights to .bkp, copy metadata to .bkp, write weights, write metadata. On
@@ -147,6 +148,8 @@ def settle_backup(backup: keras.callbacks.BackupAndRestore, snapshots: set[str])
             _copy_atomic(prev_meta, meta)
     if epoch is None or str(epoch) not in snapshots:
         shutil.rmtree(backup.backup_dir, ignore_errors=True)
+        return 0
+    return epoch
 
 
 def _backup_epoch(path: Path) -> int | None:

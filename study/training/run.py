@@ -149,6 +149,7 @@ def train_run(
                 logging,
                 raw_input,
                 jit_compile=job.jit_compile,
+                seed=job.seed,
             )
             if run_id is not None:  # epochs the killed process did not get to log
                 log_missing_epochs(client, run_id, result.history)

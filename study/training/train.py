@@ -42,11 +42,14 @@ def train_model(
     extra_callbacks: list[Any] | None = None,
     raw_input: RawInput | None = None,
     jit_compile: bool = False,
+    *,
+    seed: int,
 ) -> TrainResult:
     """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras,
     taking raw examples through raw_input's preprocessing when given (raw_input_model: the
     training itself fits on the preprocessed arrays, so the weights do not depend on it);
-    its steps XLA-compiled if jit_compile (build_model).
+    its steps XLA-compiled if jit_compile (build_model), its batches in an order of (seed,
+    epoch) (fitting.fit).
 
     work_dir holds the best checkpoint, the backup and both finished models (DVC deletes
     outs before a stage reruns, so they live outside out_dir): a rerun after a kill resumes
@@ -74,7 +77,8 @@ def train_model(
             state.save()  # the run id is on disk before the first epoch can be killed
         # double_checkpoint: a kill during the backup write falls back to the previous epoch
         backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
-        settle_backup(backup, set(saved.get("snapshots", {})))  # a kill mid-write: last good
+        # a kill mid-write: the last good epoch
+        first_epoch = settle_backup(backup, set(saved.get("snapshots", {})))
         # TerminateOnNaN: a diverged run stops; best.keras keeps the last finite val_loss.
         stop_nan = keras.callbacks.TerminateOnNaN()
         # plateau before state: its logs' learning_rate joins the history, its memory the
@@ -82,7 +86,7 @@ def train_model(
         rate = [plateau] if plateau is not None else []
         callbacks = [early, checkpoint, *rate, state, backup, stop_nan, *(extra_callbacks or [])]
         start = time.perf_counter()
-        fit(model, cfg, train, val, callbacks)
+        fit(model, cfg, train, val, callbacks, seed=seed, initial_epoch=first_epoch)
         seconds = time.perf_counter() - start
         history = state.history  # all epochs, also those before a resume
         best_epoch(history["val_loss"])  # fails clearly if no epoch had a finite val_loss

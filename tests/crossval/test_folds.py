@@ -147,7 +147,7 @@ def test_each_fold_is_fitted_as_a_freshly_built_model_on_its_own_encoding(scored
     xs = encode_features(x, {"train": fit_rows, "held": held}, FEATURES, "k")
     keras.utils.set_random_seed(3)
     model = build_model(cfg, (widths[0],))
-    fit(model, cfg, (xs["train"], y[fit_rows]))
+    fit(model, cfg, (xs["train"], y[fit_rows]), seed=3)
     fresh = keras.ops.convert_to_numpy(model(xs["held"], training=False))[:, 0]
     np.testing.assert_allclose(probabilities[last], fresh, atol=1e-6)
 
@@ -237,6 +237,6 @@ def test_balanced_class_weight_raises_the_positives_probabilities(monkeypatch):
     for weight in (None, "balanced"):
         configure_tf(seed=3, deterministic=True, threads=1)
         cfg = small_cfg(class_weight=weight, epochs=6)
-        variant_folds(cfg, folds_of(x, splits), y, splits, threshold=0.5)
+        variant_folds(cfg, folds_of(x, splits), y, splits, threshold=0.5, seed=3)
     unweighted, balanced = (np.mean(p) for p in seen)
     assert balanced > unweighted + 0.1  # the 15% positives weigh ~3.3 each

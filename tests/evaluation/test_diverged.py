@@ -85,12 +85,13 @@ def diverged(tmp_path_factory):
     train, val, test = (x[:100], y[:100]), (x[100:130], y[100:130]), (x[130:], y[130:])
     root = tmp_path_factory.mktemp("diverged")
     model_dir = root / "models" / "thoracic_bce"
-    configure_tf(seed=1, deterministic=True, threads=1)
+    # seed 3: the jump leaves every weight NaN (with seeds 1 and 2 some stay finite)
+    configure_tf(seed=3, deterministic=True, threads=1)
     as_is = RawInput(shape=(17,), dtype="float32")  # the rows are the raw input
-    result = train_model(cfg, train, val, model_dir, root / "work", raw_input=as_is)
+    result = train_model(cfg, train, val, model_dir, root / "work", raw_input=as_is, seed=3)
     summary = {
         "dataset": "thoracic",
-        "seed": 1,
+        "seed": 3,
         "run_id": "r",
         "model_ids": {"best": "m-best", "last": "m-last"},
         "best_epoch": result.best_epoch,

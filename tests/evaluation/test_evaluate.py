@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     model_dir = root / "models" / "thoracic_bce"
     as_is = RawInput(shape=(17,), dtype="float32")  # the rows are the raw input
-    result = train_model(cfg, train, val, model_dir, root / "work", raw_input=as_is)
+    result = train_model(cfg, train, val, model_dir, root / "work", raw_input=as_is, seed=1)
     summary = train_summary(cfg, 1, result)
     (model_dir / "train.json").write_text(json.dumps(summary))
     return model_dir, summary, result, test

@@ -29,7 +29,7 @@ def test_fit_logs_val_curves_once_readable_params_and_loadable_models(local_stor
     configure_tf(seed=5, deterministic=True, threads=1)
     train, val = tiny_fashion()
     with mlflow.start_run() as run:
-        train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, [RunLogger()])
+        train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, [RunLogger()], seed=5)
         models = {name: tmp_path / "out" / f"{name}.keras" for name in ("best", "last")}
         ids = log_checkpoints(models, train[0], {"variant": "exp_decay"})
     client = mlflow.MlflowClient()
@@ -81,13 +81,15 @@ def test_a_resumed_run_keeps_its_configured_optimizer_params_and_warns_nothing(
         configure_tf(seed=5, deterministic=True, threads=1)
         try:
             logging = [RunLogger(), Crash(3)]
-            train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, logging)
+            train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, logging, seed=5)
         except KeyboardInterrupt:
             pass
     configure_tf(seed=5, deterministic=True, threads=1)
     caplog.clear()
     with caplog.at_level("WARNING"), mlflow.start_run(run_id=run.info.run_id):
-        result = train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", None, [RunLogger()])
+        result = train_model(
+            cfg, train, val, tmp_path / "out", tmp_path / "w", None, [RunLogger()], seed=5
+        )
     assert result.history["learning_rate"][2] < 0.001, result.history  # reduced before the kill
     warned = [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")]
     assert warned == []  # autologging's warning of a refused param change

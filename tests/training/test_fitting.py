@@ -39,7 +39,7 @@ def test_class_weights_reach_keras_fit(variant, monkeypatch):
     balanced = variant("thoracic_bce_clean_balanced", epochs=2)
     for cfg in (balanced, variant("thoracic_bce_clean_balanced", epochs=2, class_weight=None)):
         configure_tf(seed=7, deterministic=True, threads=1)
-        history = fit(build_model(cfg, x.shape[1:]), cfg, train, val)
+        history = fit(build_model(cfg, x.shape[1:]), cfg, train, val, seed=7)
         assert len(history.history["val_loss"]) == 2
     n, positives = 90, int(y[:90].sum())
     weights = {0: n / (2 * (n - positives)), 1: n / (2 * positives)}
@@ -64,7 +64,7 @@ def test_val_loss_weighs_the_val_rows_by_the_training_class_weights(variant, cla
     cfg = variant("thoracic_bce_clean_balanced", epochs=1, class_weight=class_weight)
     configure_tf(seed=7, deterministic=True, threads=1)
     model = build_model(cfg, x.shape[1:])
-    history = fit(model, cfg, train, val)
+    history = fit(model, cfg, train, val, seed=7)
     prob = keras.ops.convert_to_numpy(model(val[0], training=False))[:, 0]
     weights = class_weights(cfg, train[1]) or {0: 1.0, 1: 1.0}
     w = np.array([weights[int(c)] for c in val[1]])

@@ -25,7 +25,9 @@ def run(cfg, out, work, crash_after=None, noisy_val=False, jit=False, copies=Non
         val = (val[0], np.random.default_rng(0).permutation(val[1]))
     extra = [CopyAfter(work, copies)] if copies else []
     extra += [Crash(crash_after)] if crash_after else []
-    return train_model(cfg, train, val, out, work, {"key": "k"}, extra or None, jit_compile=jit)
+    return train_model(
+        cfg, train, val, out, work, {"key": "k"}, extra or None, jit_compile=jit, seed=11
+    )
 
 
 def weights(path):
@@ -69,7 +71,9 @@ def test_run_id_is_on_disk_before_the_first_epoch(variant, tmp_path):
     train, val = tiny_fashion()
     meta = {"key": "k", "run_id": "r1"}
     with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, train, val, tmp_path / "out", tmp_path / "w", meta, [CrashAtStart()])
+        train_model(
+            cfg, train, val, tmp_path / "out", tmp_path / "w", meta, [CrashAtStart()], seed=11
+        )
     assert read_state(tmp_path / "w")["meta"] == {"key": "k", "run_id": "r1"}
 
 

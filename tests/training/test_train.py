@@ -15,7 +15,7 @@ from study.training.train import best_epoch, history_csv, train_model
 def fit(cfg, out, extra=None):
     configure_tf(seed=7, deterministic=True, threads=1)
     train, val = tiny_fashion()
-    return train_model(cfg, train, val, out, out / "work", None, extra)
+    return train_model(cfg, train, val, out, out / "work", None, extra, seed=7)
 
 
 def test_train_writes_best_and_last_and_history(variant, tmp_path):
