@@ -32,6 +32,7 @@ from study.config.params import Params, load_params
 from study.config.paths import PREPARED_DIR, REPO_ROOT, split_path
 from study.config.variant import Variant
 from study.io.splits import load_split
+from study.training.batches import steps as epoch_steps
 
 HOLDOUT = 0.1  # of the training images
 Split = tuple[np.ndarray, np.ndarray]
@@ -127,7 +128,7 @@ def main() -> None:
         f" seed {params.seed}); the test split is not read",
         flush=True,
     )
-    steps = -(-len(train[1]) // base.batch_size)  # per epoch
+    steps = epoch_steps(len(train[1]), base.batch_size)
     for policy in args.policy:
         cfg = policy_config(base, policy, steps)
         print(

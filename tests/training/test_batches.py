@@ -17,16 +17,10 @@ from study.config.paths import REPO_ROOT
 from study.training.batches import epoch_batches, eval_batches, steps
 from study.training.fitting import execution_steps
 
-
-def tf_version() -> str:
-    return tf.__version__
-
-
 FIT = """
 import sys, keras, numpy as np, tensorflow as tf
 sys.path.insert(0, {root!r})
-from study.training.batches import epoch_batches, eval_batches, steps
-from study.training.fitting import execution_steps
+from study.training.batches import epoch_batches, eval_batches
 keras.utils.set_random_seed(0)
 tf.config.experimental.enable_op_determinism()
 rng = np.random.default_rng(0)
@@ -103,7 +97,7 @@ def test_an_execution_never_runs_into_the_next_epoch():
 
 @pytest.mark.xfail(
     strict=True,
-    reason=f"Keras {keras.version()} with TensorFlow {tf_version()} replays one permutation in"
+    reason=f"Keras {keras.version()} with TensorFlow {tf.__version__} replays one permutation in"
     " every epoch once a global seed is set (TF issue #35682), why epoch_batches exists. If"
     " this passes, Keras reshuffles: consider its own path again.",
 )
@@ -141,7 +135,7 @@ def test_no_use_unbounded_threadpool_error_under_op_determinism(logged):
 
 @pytest.mark.xfail(
     strict=True,
-    reason=f"the TensorFlow {tf_version()} bug study/training/batches.py works around: Keras's"
+    reason=f"the TensorFlow {tf.__version__} bug study/training/batches.py works around: Keras's"
     " NumPy path logs 'NodeDef mentions attribute use_unbounded_threadpool' under op"
     " determinism. If this passes, TF fixed it.",
 )
