@@ -67,8 +67,10 @@ def fit(
     *,
     seed: int,
     initial_epoch: int = 0,
+    end: int | None = None,
 ) -> Any:
-    """model.fit from initial_epoch (where a restored backup resumes) to cfg.epochs on
+    """model.fit from initial_epoch (where a restored backup resumes) to `end` (default
+    cfg.epochs; resume.resume_end when the backed-up epoch had ended the training) on
     batches of `train` in an order of (seed, epoch), with the variant's class weights;
     val_loss on `val` when given, its rows weighed by the same class weights (those of the
     train labels), so early stopping and checkpoints watch the loss that is trained.
@@ -87,14 +89,15 @@ def fit(
     if model.steps_per_execution != execution:
         model.steps_per_execution = execution
         model.train_function = model.test_function = None  # traced for the other count
+    end = cfg.epochs if end is None else end
     batches = epoch_batches(
-        (train[0], encode_labels(train[1], cfg)), batch, seed, initial_epoch, cfg.epochs
+        (train[0], encode_labels(train[1], cfg)), batch, seed, initial_epoch, end
     )
     return model.fit(
         batches,
         steps_per_epoch=per_epoch,
         validation_data=validation,
-        epochs=cfg.epochs,
+        epochs=end,
         initial_epoch=initial_epoch,
         shuffle=False,  # the batches are shuffled; Keras would warn that it ignores True
         class_weight=weights,

@@ -72,8 +72,16 @@ class TrainingState(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         # BackupAndRestore.on_train_begin has set the initial epoch by now, and the other
         # callbacks' on_train_begin (which resets their memory) has run.
-        if self._restored:
-            return
+        if not self._restored:
+            self._restore(epoch)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        # No epoch ran: the backed-up epoch had ended the training (resume_end), and the fit
+        # ran to it; the history and best model still come from its snapshot.
+        if not self._restored:
+            self._restore(self.params["epochs"])
+
+    def _restore(self, epoch: int) -> None:
         self._restored = True
         saved = read_state(self.work_dir)
         snap = (saved or {}).get("snapshots", {}).get(str(epoch))
@@ -106,6 +114,8 @@ class TrainingState(keras.callbacks.Callback):
             "es_best": _float(es.best),
             "es_best_epoch": es.best_epoch,
             "seeds": [g.state.numpy().tolist() for g in _seed_generators(self.model)],
+            # early stopping or TerminateOnNaN ended the training here (resume_end)
+            "stopped": bool(self.model.stop_training),
         }
         if self.plateau is not None:
             p = self.plateau
@@ -150,6 +160,15 @@ def settle_backup(backup: keras.callbacks.BackupAndRestore, snapshots: set[str])
         shutil.rmtree(backup.backup_dir, ignore_errors=True)
         return 0
     return epoch
+
+
+def resume_end(snapshots: dict[str, Any], epoch: int, epochs: int) -> int:
+    """The epoch a fit resumed at `epoch` runs to: `epochs`, or `epoch` itself (no epoch
+    runs) when that epoch ended the training: it was the last, or its snapshot says early
+    stopping or TerminateOnNaN stopped there (a kill came before the models were saved)."""
+    if epoch >= epochs or (epoch and snapshots[str(epoch)].get("stopped")):
+        return epoch
+    return epochs
 
 
 def _backup_epoch(path: Path) -> int | None:

@@ -18,7 +18,7 @@ from study.io.splits import RawInput
 from study.training.backups import read_state
 from study.training.fitting import fit
 from study.training.model import build_model, raw_input_model
-from study.training.resume import TrainingState, settle_backup
+from study.training.resume import TrainingState, resume_end, settle_backup
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 BEST, LAST = "best.keras", "last.keras"
@@ -78,7 +78,8 @@ def train_model(
         # double_checkpoint: a kill during the backup write falls back to the previous epoch
         backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
         # a kill mid-write: the last good epoch
-        first_epoch = settle_backup(backup, set(saved.get("snapshots", {})))
+        snapshots = saved.get("snapshots", {})
+        first_epoch = settle_backup(backup, set(snapshots))
         # TerminateOnNaN: a diverged run stops; best.keras keeps the last finite val_loss.
         stop_nan = keras.callbacks.TerminateOnNaN()
         # plateau before state: its logs' learning_rate joins the history, its memory the
@@ -86,7 +87,8 @@ def train_model(
         rate = [plateau] if plateau is not None else []
         callbacks = [early, checkpoint, *rate, state, backup, stop_nan, *(extra_callbacks or [])]
         start = time.perf_counter()
-        fit(model, cfg, train, val, callbacks, seed=seed, initial_epoch=first_epoch)
+        end = resume_end(snapshots, first_epoch, cfg.epochs)
+        fit(model, cfg, train, val, callbacks, seed=seed, initial_epoch=first_epoch, end=end)
         seconds = time.perf_counter() - start
         history = state.history  # all epochs, also those before a resume
         best_epoch(history["val_loss"])  # fails clearly if no epoch had a finite val_loss

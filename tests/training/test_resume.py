@@ -117,3 +117,25 @@ def test_a_backup_torn_or_half_written_by_a_kill_resumes_from_its_last_complete_
         resumed = run(cfg, tmp_path / work.name, work)
         assert resumed.history == full.history, work.name
         assert_same_models(tmp_path / "full", tmp_path / work.name)
+
+
+@pytest.mark.parametrize("end", ["last_epoch", "early_stop"])
+def test_a_training_killed_after_the_epoch_that_ended_it_runs_no_further_epoch(
+    variant, tmp_path, end
+):
+    """A kill after the epoch that ends the training (its last one, or the one where early
+    stopping fires) but before its models are saved leaves that epoch's backup: the rerun
+    runs no further epoch and ends as the uninterrupted training."""
+    patience = 6 if end == "last_epoch" else 1
+    cfg = variant("dropout", epochs=6, batch_size=20, patience=patience)
+    full = run(cfg, tmp_path / "full", tmp_path / "w1", noisy_val=True)
+    if end == "early_stop":  # noisy validation: val_loss soon rises, early stopping fires
+        assert full.epochs_run < cfg.epochs
+    else:
+        assert full.epochs_run == cfg.epochs
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "out", tmp_path / "w2", crash_after=full.epochs_run, noisy_val=True)
+    resumed = run(cfg, tmp_path / "out", tmp_path / "w2", noisy_val=True)
+    assert resumed.history == full.history
+    assert (resumed.best_epoch, resumed.epochs_run) == (full.best_epoch, full.epochs_run)
+    assert_same_models(tmp_path / "full", tmp_path / "out")

@@ -12,6 +12,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 from conftest import tiny_fashion
 from tracking.isolation import STORE, experiment_id
 
@@ -81,12 +82,14 @@ def assert_same_weights(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("kill_after", [2, 5], ids=["mid_training", "after_last_epoch"])
 def test_a_training_killed_on_one_node_resumes_on_another(
-    variant, local_store, tmp_path, monkeypatch
+    variant, local_store, tmp_path, monkeypatch, kill_after
 ):
-    """train@dropout SIGKILLed after 2 of 5 epochs on node A, then rerun on node B (another
-    RAY_NODE_ID, host name, working directory and DVC experiment): B resumes A's backup in
-    A's MLflow run, and ends with what an uninterrupted training gives. Meanwhile it leaves
+    """train@dropout SIGKILLed after 2 of 5 epochs on node A (or after the 5th, before its
+    models are saved), then rerun on node B (another RAY_NODE_ID, host name, working directory
+    and DVC experiment): B resumes A's backup in A's MLflow run (after the 5th: with no
+    further epoch), and ends with what an uninterrupted training gives. Meanwhile it leaves
     another seed's dead backup for that seed's next training, and ends a dead one of its own
     seed made under another key (other params or code)."""
     mlflow, client = local_store, local_store.MlflowClient()
@@ -107,7 +110,7 @@ def test_a_training_killed_on_one_node_resumes_on_another(
         "cfg": cfg.model_dump(mode="json", exclude_unset=True),
         "files": [str(p) for p in files],
         "out": str(tmp_path / "killed"),
-        "kill_after": 2,
+        "kill_after": kill_after,
     }
     env = pipeline_env(
         PYTHONPATH=str(REPO_ROOT),
@@ -127,7 +130,7 @@ def test_a_training_killed_on_one_node_resumes_on_another(
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     (work,) = seed42.iterdir()  # node A's backup: .backup/dropout/seed42/<key>
     state = read_state(work)
-    assert sorted(state["snapshots"]) == ["1", "2"]
+    assert sorted(state["snapshots"]) == [str(e) for e in range(1, kill_after + 1)]
     run_id = state["meta"]["run_id"]
     assert client.get_run(run_id).info.status == "RUNNING"  # as a dead node leaves it
 
