@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -53,10 +55,30 @@ def runner(repo: Path, *args: str, env: dict | None = None, **popen) -> subproce
     return subprocess.Popen(cmd, cwd=repo, env=env or pipeline_env(), text=True, **popen)
 
 
-def run_runner(repo: Path, *args: str) -> tuple[int, str, str]:
-    proc = runner(repo, *args)
+def run_runner(repo: Path, *args: str, ray_address: str | None = None) -> tuple[int, str, str]:
+    """The runner on repo; on the Ray instance at ray_address (as a team's RAY_ADDRESS) if
+    given, else on one it starts and shuts down itself."""
+    env = pipeline_env(RAY_ADDRESS=ray_address) if ray_address else None
+    proc = runner(repo, *args, env=env)
     out, err = proc.communicate(timeout=300)
     return proc.returncode, out, err
+
+
+@contextmanager
+def local_ray(num_cpus: int) -> Iterator[str]:
+    """A local Ray instance in this process for a module's runner runs to share (each start
+    costs ~5 CPU-seconds); its GCS address. The tests of how the runner ends the instance
+    it started itself (kills, signals) start their own."""
+    import ray
+
+    ray.init(
+        address="local", num_cpus=num_cpus, include_dashboard=False,
+        _node_ip_address="127.0.0.1", log_to_driver=False,
+    )  # fmt: skip
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
 
 
 def status(repo: Path, *targets: str) -> dict:

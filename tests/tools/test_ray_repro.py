@@ -21,7 +21,17 @@ import psutil
 import pytest
 import yaml
 from conftest import dvc, study_copy
-from dvc_projects import GRAPH, RUNNER, Lines, project, run_runner, runner, stage, status
+from dvc_projects import (
+    GRAPH,
+    RUNNER,
+    Lines,
+    local_ray,
+    project,
+    run_runner,
+    runner,
+    stage,
+    status,
+)
 from processes import ray_processes
 
 from bench.workspace import pipeline_env
@@ -166,14 +176,20 @@ def test_a_finished_command_leaves_its_background_processes_alone(tmp_path):
         psutil.Process(background_pid).kill()
 
 
-def test_runs_the_graph_writes_each_stage_and_fills_run_cache(tmp_path):
+@pytest.fixture(scope="module")
+def ray_address():
+    with local_ray(num_cpus=1) as address:  # one stage at a time: the schedule's order
+        yield address
+
+
+def test_runs_the_graph_writes_each_stage_and_fills_run_cache(tmp_path, ray_address):
     # One stage at a time, each noting when it starts: the order is tools/schedule.py's.
     graph = {n: {**s, "cmd": f"echo {n} >> started.txt; {s['cmd']}"} for n, s in GRAPH.items()}
     repo = project(tmp_path, graph)
     runner_params = {**RUNNER, "parallel": {**RUNNER["parallel"], "num_cpus": 1}}
     (repo / "params.yaml").write_text(yaml.safe_dump({"runner": runner_params}))
     save_seconds(repo, {"c": 1.0, "e": 50.0})  # as a last run measured them
-    code, out, err = run_runner(repo)
+    code, out, err = run_runner(repo, ray_address=ray_address)
     assert code == 0, err
     assert (repo / "d.txt").read_text() == "c\na\n"
     # The longest path first (e), then c (which d waits for), then a, b, d.
@@ -185,13 +201,13 @@ def test_runs_the_graph_writes_each_stage_and_fills_run_cache(tmp_path):
     # A no-op leaves dvc.lock alone, as `dvc repro` does (which rewrites it per stage run).
     lock = repo / "dvc.lock"
     before = (lock.read_bytes(), lock.stat().st_mtime_ns)
-    code, out, err = run_runner(repo)
+    code, out, err = run_runner(repo, ray_address=ray_address)
     assert code == 0 and "started" not in out, out + err
     assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     # DVC's run-cache knows each result: with outputs gone, they are restored, not rerun.
     for name in ("a.txt", "b.txt"):
         (repo / name).unlink()
-    code, out, err = run_runner(repo)
+    code, out, err = run_runner(repo, ray_address=ray_address)
     assert code == 0, err
     # A stage without deps has no run-cache entry (for DVC neither): a runs again.
     assert "a: run" in out and "b: restored" in out and "d: up to date" in out
@@ -200,10 +216,10 @@ def test_runs_the_graph_writes_each_stage_and_fills_run_cache(tmp_path):
     assert "Stage 'd' is cached" in dvc(repo, "repro")  # dvc's own repro finds it too
 
 
-def test_with_keep_going_a_failure_stops_only_what_depends_on_it(tmp_path):
+def test_with_keep_going_a_failure_stops_only_what_depends_on_it(tmp_path, ray_address):
     graph = {**GRAPH, "c": stage("echo broken; exit 3", ["c.txt"])}
     repo = project(tmp_path, graph)
-    code, _, err = run_runner(repo, "--keep-going")
+    code, _, err = run_runner(repo, "--keep-going", ray_address=ray_address)
     assert code == 1
     log = repo / ".dvc" / "tmp" / "ray_repro" / "c.log"
     assert f"failed: c (exit 3; log: {log})" in err

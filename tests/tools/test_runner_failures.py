@@ -11,15 +11,32 @@ import subprocess
 import tempfile
 
 import psutil
+import pytest
 import yaml
-from dvc_projects import GRAPH, RUNNER, Lines, project, run_runner, runner, stage, status
+from dvc_projects import (
+    GRAPH,
+    RUNNER,
+    Lines,
+    local_ray,
+    project,
+    run_runner,
+    runner,
+    stage,
+    status,
+)
 from processes import ray_processes
 
 from bench.workspace import pipeline_env
 from tools.schedule import save_seconds
 
 
-def test_an_error_in_dvcs_checks_or_recording_fails_only_that_stage(tmp_path):
+@pytest.fixture(scope="module")
+def ray_address():
+    with local_ray(num_cpus=2) as address:  # STOP_GRAPH's two CPUs
+        yield address
+
+
+def test_an_error_in_dvcs_checks_or_recording_fails_only_that_stage(tmp_path, ray_address):
     graph = {
         **GRAPH,
         "quiet": stage("true", ["q.txt"]),  # succeeds, but writes no q.txt: DVC's save fails
@@ -27,7 +44,7 @@ def test_an_error_in_dvcs_checks_or_recording_fails_only_that_stage(tmp_path):
         "orphan": stage("cat gone.txt > o.txt", ["o.txt"], ["gone.txt"]),  # no such dependency
     }
     repo = project(tmp_path, graph)
-    code, out, err = run_runner(repo, "--keep-going")
+    code, out, err = run_runner(repo, "--keep-going", ray_address=ray_address)
     assert code == 1, out + err
     assert "ray_repro: quiet: done" in out  # its command ran
     assert "failed: quiet (OutputDoesNotExistError: output 'q.txt' does not exist)" in err
@@ -61,9 +78,9 @@ def stop_project(tmp_path, name: str):
     return repo
 
 
-def test_a_failure_stops_the_run_as_dvc_repro_does(tmp_path):
+def test_a_failure_stops_the_run_as_dvc_repro_does(tmp_path, ray_address):
     repo = stop_project(tmp_path, "stop")
-    code, out, err = run_runner(repo)
+    code, out, err = run_runner(repo, ray_address=ray_address)
     assert code == 1, out + err
     assert "failed: bad (exit 3;" in err
     assert "not run: after_slow, other" in err, out + err
@@ -73,9 +90,9 @@ def test_a_failure_stops_the_run_as_dvc_repro_does(tmp_path):
     assert set(status(repo)) == {"bad", "other", "after_slow"}
 
 
-def test_keep_going_runs_all_but_what_depends_on_the_failure(tmp_path):
+def test_keep_going_runs_all_but_what_depends_on_the_failure(tmp_path, ray_address):
     repo = stop_project(tmp_path, "keep")
-    code, out, err = run_runner(repo, "-k")
+    code, out, err = run_runner(repo, "-k", ray_address=ray_address)
     assert code == 1, out + err
     assert "failed: bad (exit 3;" in err and "not run" not in err
     assert (repo / "o.txt").read_text() == "o\n" and (repo / "a.txt").read_text() == "s\n"

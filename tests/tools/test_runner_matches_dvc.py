@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import dvc
-from dvc_projects import RUNNER, project
+from dvc_projects import RUNNER, local_ray, project
 
 from bench.workspace import commit, dvc_bin, pipeline_env
 
@@ -30,14 +30,8 @@ NOT_COMPARED = {"ran.log", "reports/stage_seconds.json"}  # the runner's stage t
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    import ray
-
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )  # fmt: skip
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with local_ray(num_cpus=2) as address:
+        yield address
 
 
 def run_runner(repo: Path, targets: list[str], gcs: str, monkeypatch) -> int:
