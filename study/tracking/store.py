@@ -20,6 +20,12 @@ PROBE_TIMEOUT_S = 5  # a dead server must fail the stage well before training st
 SQLITE_TIMEOUT_S = 20
 # MLflow 3's UI opens a model-training experiment on its runs, not on the GenAI overview.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's async logging thread (RunLogger's per-epoch metrics) waits on its queue for up to
+# 1 s between checks for a stop, so each training run's end waited up to 1 s for it (0.96 s
+# measured after a short run; MLflow 3.17, async_logging_queue.py). With a buffer it waits
+# on the stop event itself (end of run: ~0.01 s), and batches what came meanwhile; metrics
+# reach the store at most this late. A value the user set stays.
+ASYNC_BUFFER_ENV, ASYNC_BUFFER_S = "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1"
 
 
 class TrackingError(StageError):
@@ -74,6 +80,7 @@ def setup_mlflow(cfg: Mlflow) -> Any:
     """
     uri = tracking_uri(cfg)
     check_reachable(uri)
+    os.environ.setdefault(ASYNC_BUFFER_ENV, ASYNC_BUFFER_S)
     import mlflow
     from mlflow.exceptions import MlflowException
 

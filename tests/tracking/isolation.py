@@ -72,10 +72,11 @@ def local_store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     """The study's local SQLite store in tmp_path, as the stages set it up (tmp_path is the
     project root: DVC_ROOT, so the experiment's artifacts and the backups go there too);
     returns mlflow, pointed at it."""
-    from study.tracking.store import setup_mlflow
+    from study.tracking.store import ASYNC_BUFFER_ENV, setup_mlflow
 
     shutil.copyfile(empty_store, tmp_path / STORE.sqlite_file)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv(ASYNC_BUFFER_ENV, raising=False)  # setup_mlflow's, undone after the test
     return setup_mlflow(STORE)
 
 

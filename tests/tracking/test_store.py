@@ -5,6 +5,7 @@ writers."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -18,6 +19,8 @@ from bench.workspace import pipeline_env
 from study.config.cli import run_stage
 from study.config.paths import REPO_ROOT
 from study.tracking.store import (
+    ASYNC_BUFFER_ENV,
+    ASYNC_BUFFER_S,
     EXPERIMENT_TAGS,
     SQLITE_TIMEOUT_S,
     TrackingError,
@@ -103,6 +106,21 @@ def test_setup_makes_the_experiment_with_its_artifacts_in_the_project(local_stor
     with local_store.start_run() as run:
         pass
     assert run.info.experiment_id == exp.experiment_id
+
+
+def test_async_epoch_metrics_all_reach_the_store_when_the_run_ends(local_store, monkeypatch):
+    """setup_mlflow buffers MLflow's async logging (a run's end then waits for no poll of its
+    queue); what a run logs asynchronously is all in the store once it ends. A value the user
+    set is kept."""
+    assert os.environ[ASYNC_BUFFER_ENV] == ASYNC_BUFFER_S
+    with local_store.start_run() as run:
+        for step in range(5):
+            local_store.log_metrics({"loss": 1 / (step + 1)}, step=step, synchronous=False)
+    history = local_store.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(s, 1 / (s + 1)) for s in range(5)]
+    monkeypatch.setenv(ASYNC_BUFFER_ENV, "0.5")
+    setup_mlflow(STORE)
+    assert os.environ[ASYNC_BUFFER_ENV] == "0.5"
 
 
 def test_busy_timeout_is_20_s_for_mlflows_sessions_and_the_wal_setup(local_store, monkeypatch):
