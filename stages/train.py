@@ -37,7 +37,8 @@ def main() -> None:
         REPO_ROOT / PLOTS_DIR / "history" / f"{variant}.csv",
         params.train.jit_compile,
     )
-    train_seeds(mlflow, jobs, params.train.threads, params.mlflow.system_metrics_s)
+    train = params.train
+    train_seeds(mlflow, jobs, train.threads, params.mlflow.system_metrics_s, train.backup_every_s)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ def tiny_params(
     for spec in p["fetch"]["datasets"].values():
         spec["urls"] = []
         spec["files"] = {name: mirror["sha256"][name] for name in spec["files"]}
+    # A backup every epoch: tests kill trainings whose epochs take ~0.1 s after a given epoch.
+    p["train"]["backup_every_s"] = 0
     p["train"]["defaults"]["epochs"] = epochs
     p["train"]["defaults"]["steps_per_execution"] = 4
     p["variants"] = {name: p["variants"][name] for name in variants}

@@ -104,10 +104,12 @@ class Prepare(Strict):
 
 
 class Train(Strict):
-    """TF threads (0 = TF default), XLA-compiled steps, the defaults of every variant, and
-    named presets."""
+    """TF threads (0 = TF default), seconds between backups, XLA-compiled steps, the defaults
+    of every variant, and named presets."""
 
     threads: NonNegativeInt
+    # result-neutral: when a training backs up (study.training.resume.TimedBackup)
+    backup_every_s: NonNegativeFloat
     # Keras' model.compile(jit_compile=...) for every training (train, search trials, folds):
     # other weights than without (docs/reproducibility.md), so a dependency of those stages.
     jit_compile: bool

@@ -80,10 +80,15 @@ def seed_trainings(
 
 
 def train_seeds(
-    mlflow: Any, jobs: list[Training], threads: int, system_metrics_s: float | None
+    mlflow: Any,
+    jobs: list[Training],
+    threads: int,
+    system_metrics_s: float | None,
+    backup_every_s: float,
 ) -> list[dict[str, Any]]:
     """Run the trainings one after another, each as its own MLflow run (with MLflow's system
-    metrics sampled every system_metrics_s seconds, unless None); their summaries."""
+    metrics sampled every system_metrics_s seconds, unless None), backed up at most once every
+    backup_every_s seconds; their summaries."""
     import keras
 
     from study.io.splits import load_split
@@ -99,7 +104,8 @@ def train_seeds(
             keras.backend.clear_session()  # each seed trains as in a fresh process
         configure_tf(job.seed, job.deterministic, threads)
         sampled = system_metrics_s is not None
-        summaries.append(train_run(mlflow, job, (train, val), parent, sampled))
+        run = train_run(mlflow, job, (train, val), parent, sampled, backup_every_s=backup_every_s)
+        summaries.append(run)
         print(f"train {job.run_name}: {json.dumps(summaries[-1])}", flush=True)
     return summaries
 
@@ -110,11 +116,13 @@ def train_run(
     data: tuple[Split, Split],
     parent: str | None = None,
     system_metrics: bool = False,
+    *,
+    backup_every_s: float,
 ) -> dict[str, Any]:
     """One training as an MLflow run, nested under `parent` when given, with MLflow's system
     metrics if asked: job.out_dir gets best.keras, last.keras and train.json (written last:
     "finished"), job.history_path the per-epoch CSV. A killed run is resumed by the next one
-    with the same resume key."""
+    with the same resume key, from its last backup (at most one every backup_every_s seconds)."""
     cfg, files = job.cfg, list(job.split_files)
     tags = run_tags(job.variant, cfg, job.seed, job.deterministic, files)
     key = resume_key(cfg, job.seed, job.deterministic, files, job.jit_compile)
@@ -150,6 +158,7 @@ def train_run(
                 raw_input,
                 jit_compile=job.jit_compile,
                 seed=job.seed,
+                backup_every_s=backup_every_s,
             )
             if run_id is not None:  # epochs the killed process did not get to log
                 log_missing_epochs(client, run_id, result.history)

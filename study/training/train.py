@@ -18,7 +18,7 @@ from study.io.splits import RawInput
 from study.training.backups import read_state
 from study.training.fitting import fit
 from study.training.model import build_model, raw_input_model
-from study.training.resume import TrainingState, resume_end, settle_backup
+from study.training.resume import TimedBackup, TrainingState, resume_end, settle_backup
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 BEST, LAST = "best.keras", "last.keras"
@@ -44,12 +44,14 @@ def train_model(
     jit_compile: bool = False,
     *,
     seed: int,
+    backup_every_s: float = 0.0,
 ) -> TrainResult:
     """Fit the variant; write out_dir/best.keras (lowest val_loss) and out_dir/last.keras,
     taking raw examples through raw_input's preprocessing when given (raw_input_model: the
     training itself fits on the preprocessed arrays, so the weights do not depend on it);
     its steps XLA-compiled if jit_compile (build_model), its batches in an order of (seed,
-    epoch) (fitting.fit).
+    epoch) (fitting.fit), backed up at most once every backup_every_s seconds
+    (resume.TimedBackup; 0: every epoch, as Keras's BackupAndRestore).
 
     work_dir holds the best checkpoint, the backup and both finished models (DVC deletes
     outs before a stage reruns, so they live outside out_dir): a rerun after a kill resumes
@@ -75,8 +77,8 @@ def train_model(
         state = TrainingState(work_dir, checkpoint, early, meta or {}, plateau)
         if not saved:
             state.save()  # the run id is on disk before the first epoch can be killed
-        # double_checkpoint: a kill during the backup write falls back to the previous epoch
-        backup = keras.callbacks.BackupAndRestore(work_dir / "backup", double_checkpoint=True)
+        # double_checkpoint: a kill during the backup write falls back to the previous backup
+        backup = TimedBackup(work_dir / "backup", backup_every_s)
         # a kill mid-write: the last good epoch
         snapshots = saved.get("snapshots", {})
         first_epoch = settle_backup(backup, set(snapshots))

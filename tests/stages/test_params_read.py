@@ -138,9 +138,11 @@ NOT_DEPENDENCIES = {
     # searched one: load_params refuses a search.variant among the variants)
     "search.variant",
     # result-neutral settings (docs/pipeline.md): TF's thread pools (bit-identical weights with
-    # 1 or 2 threads, tests/training/test_fitting.py) and how often MLflow samples CPU and
-    # memory; an edit reruns nothing (test_pipeline_e2e)
+    # 1 or 2 threads, tests/training/test_fitting.py), how often a training backs up (a
+    # resume replays the epochs since, tests/training/test_resume.py) and how often MLflow
+    # samples CPU and memory; an edit reruns nothing (test_pipeline_e2e)
     "train.threads",
+    "train.backup_every_s",
     "mlflow.system_metrics_s",
     # read only when a new store's experiment is created: an existing one keeps its own
     "mlflow.artifact_dir",

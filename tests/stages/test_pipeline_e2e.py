@@ -202,7 +202,10 @@ def test_an_evaluate_change_reruns_only_the_evaluations_which_tidy_a_killed_trai
     # Result-neutral settings are no stage's dependency: their edit leaves every stage fresh.
     set_params(
         study,
-        lambda p: (p["train"].update(threads=2), p["mlflow"].update(system_metrics_s=5)),
+        lambda p: (
+            p["train"].update(threads=2, backup_every_s=5),
+            p["mlflow"].update(system_metrics_s=5),
+        ),
     )
     assert json.loads(dvc(study, "status", "--json")) == {}
     # The searched variant's own fields are its training's, not the search's.

@@ -3,31 +3,39 @@ the uninterrupted result."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from functools import partial
 
 import keras
 import numpy as np
 import pytest
 from conftest import tiny_fashion
 
+import study.training.train as train_module
 from study.training.backups import discard, read_state
 from study.training.fitting import configure_tf
+from study.training.resume import TimedBackup
 from study.training.train import train_model
 from training.crashes import CopyAfter, Crash, CrashAtStart
 
 
-def run(cfg, out, work, crash_after=None, noisy_val=False, jit=False, copies=None):
+def run(
+    cfg, out, work, crash_after=None, noisy_val=False, jit=False, copies=None, backup_s=0, extra=()
+):
     """train_model as a fresh process would run it; crashed after `crash_after` epochs, its
-    work dir copied after the epochs in `copies` ({epoch: destination}) before."""
+    work dir copied after the epochs in `copies` ({epoch: destination}) before; backed up at
+    most once every backup_s seconds; `extra` callbacks first."""
     configure_tf(seed=11, deterministic=True, threads=1)  # as a fresh process would
     train, val = tiny_fashion()
     if noisy_val:  # labels unrelated to images: val_loss rises as the model gets confident
         val = (val[0], np.random.default_rng(0).permutation(val[1]))
-    extra = [CopyAfter(work, copies)] if copies else []
+    extra = list(extra) + ([CopyAfter(work, copies)] if copies else [])
     extra += [Crash(crash_after)] if crash_after else []
     return train_model(
-        cfg, train, val, out, work, {"key": "k"}, extra or None, jit_compile=jit, seed=11
-    )
+        cfg, train, val, out, work, {"key": "k"}, extra or None, jit_compile=jit, seed=11,
+        backup_every_s=backup_s,
+    )  # fmt: skip
 
 
 def weights(path):
@@ -138,4 +146,43 @@ def test_a_training_killed_after_the_epoch_that_ended_it_runs_no_further_epoch(
     resumed = run(cfg, tmp_path / "out", tmp_path / "w2", noisy_val=True)
     assert resumed.history == full.history
     assert (resumed.best_epoch, resumed.epochs_run) == (full.best_epoch, full.epochs_run)
+    assert_same_models(tmp_path / "full", tmp_path / "out")
+
+
+class EpochClock(keras.callbacks.Callback):
+    """A clock for TimedBackup that reads n seconds during epoch n (1-based), 0 before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.now = float(epoch + 1)
+
+
+def test_a_resume_from_a_timed_backup_replays_the_epochs_since(variant, tmp_path, monkeypatch):
+    """Backups at most once every 2 s, an epoch taking 1 s: after epochs 2 and 4, not 5. A
+    crash after epoch 5 resumes from epoch 4's backup, replays epoch 5 and ends as the
+    uninterrupted training."""
+    clock = EpochClock()
+    monkeypatch.setattr(train_module, "TimedBackup", partial(TimedBackup, clock=clock))
+    cfg = variant("dropout", epochs=6, batch_size=20, patience=6)
+    full = run(cfg, tmp_path / "full", tmp_path / "w1", extra=[clock], backup_s=2)
+    copies = {epochs: tmp_path / f"after{epochs}" for epochs in (1, 2, 3)}
+    clock.now = 0.0  # as a new process's clock at its start
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "out", tmp_path / "w2", 5, extra=[clock], copies=copies, backup_s=2)
+    metadata = "backup/training_metadata.json"
+    assert not (tmp_path / "after1" / metadata).exists()  # no backup yet after epoch 1
+    backed_up = [
+        json.loads((tmp_path / d / metadata).read_text())["epoch"]
+        for d in ("after2", "after3", "w2")
+    ]
+    assert backed_up == [2, 2, 4]
+    clock.now = 0.0
+    resumed = run(cfg, tmp_path / "out", tmp_path / "w2", extra=[clock], backup_s=2)
+    assert resumed.history == full.history
     assert_same_models(tmp_path / "full", tmp_path / "out")

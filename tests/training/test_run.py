@@ -51,7 +51,7 @@ cfg = Variant.model_validate(spec["cfg"])
 files = tuple(Path(p) for p in spec["files"])
 out = Path(spec["out"])
 jobs = run.seed_trainings("dropout", cfg, 42, True, files, out, out / "history.csv")
-run.train_seeds(mlflow, jobs, 1, None)
+run.train_seeds(mlflow, jobs, 1, None, 0)
 """
 
 
@@ -99,7 +99,7 @@ def test_a_training_killed_on_one_node_resumes_on_another(
     def jobs(out):
         return seed_trainings("dropout", cfg, 42, True, files, out, out / "history.csv")
 
-    full = train_seeds(mlflow, jobs(tmp_path / "full"), 1, None)[0]
+    full = train_seeds(mlflow, jobs(tmp_path / "full"), 1, None, 0)[0]
     seed42 = tmp_path / ".backup" / "dropout" / "seed42"
     assert not any(seed42.iterdir())  # the finished training's backup is gone
 
@@ -154,7 +154,7 @@ def test_a_training_killed_on_one_node_resumes_on_another(
     monkeypatch.setattr(socket, "gethostname", lambda: "node-b")
     monkeypatch.setattr(platform, "node", lambda: "node-b")
     keras.backend.clear_session()  # as in a new process (Keras's layer and optimizer names)
-    resumed = train_seeds(mlflow, jobs(tmp_path / "killed"), 1, None)[0]
+    resumed = train_seeds(mlflow, jobs(tmp_path / "killed"), 1, None, 0)[0]
 
     assert resumed["run_id"] == run_id != full["run_id"]  # A's run, continued
     assert resumed["key"] == work.name == full["key"]  # where it ran is not in the key
@@ -195,7 +195,7 @@ def test_system_metrics_are_sampled_only_when_asked(variant, local_store, tmp_pa
     keys = {}
     for interval, out in ((0.1, "sampled"), (None, "plain")):
         jobs = seed_trainings("baseline", cfg, 42, True, files, tmp_path / out, tmp_path / "h.csv")
-        run_id = train_seeds(mlflow, jobs, 1, interval)[0]["run_id"]
+        run_id = train_seeds(mlflow, jobs, 1, interval, 0)[0]["run_id"]
         keys[interval] = {k for k in client.get_run(run_id).data.metrics if k.startswith("system/")}
     sampled = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
     assert sampled <= keys[0.1]
