@@ -17,7 +17,8 @@ the same graph (bench/floor.py: trivial commands; floor_repro_s, floor_noop_s), 
 default study's dvc.lock size by the same trick on an unreduced copy (lock_lines_default);
 then the same variants in one untracked process with the pipeline's training settings (bare),
 again with XLA-compiled steps (bare_xla; xla_vs_plain = bare_xla_s / bare_s), and the
-notebook's way (notebook), bench/loops.py. tiny_train_s: the sequential run's shortest
+notebook's way (notebook), bench/loops.py. probe_drift: a fixed one-thread workload's time
+at the run's end against its start (PROBE), either way. tiny_train_s: the sequential run's shortest
 training stage process (a thoracic variant), forked from the warm server. Prints each
 figure, every forked stage process's wall time and peak RSS, each target's verdict and a last
 `bench:` line with every figure and ratio. The targets and the report: bench/report.py.
@@ -57,6 +58,18 @@ COSTED_VARIANT = "thoracic_bce"  # a small training: bench/stage_costs.py
 # search itself has its own benchmark, bench/search.py); no cross-validation.
 SEED_DATASETS = ("thoracic", "fashion_mnist")
 QUICK_EPOCHS = 2
+# A fixed workload timed at the run's start and end (probe_drift): the ratios divide figures
+# of phases an hour apart, which a VM whose speed drifts skews. One thread: float32 matrix
+# products (the trainings' kind of work) and a pure-Python loop; the best of 3.
+PROBE = (
+    "import time, numpy as np;"
+    "a = np.random.default_rng(0).random((192, 192), dtype=np.float32);"
+    "best = float('inf');\n"
+    "for _ in range(3):\n"
+    "    t = time.perf_counter(); [a @ a for _ in range(1500)]; sum(i * i for i in range(10**6));"
+    " best = min(best, time.perf_counter() - t)\n"
+    "print(best)"
+)
 # Runs a command and reports the largest RSS among it and every descendant it waited for.
 RUSAGE = (
     "import resource, subprocess, sys, json;"
@@ -77,6 +90,15 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int,
     if usage["rc"] != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return seconds, usage["maxrss_mb"], proc.stdout
+
+
+def speed_probe(env: dict[str, str]) -> float:
+    """Seconds of PROBE on one thread (a shorter time: a faster machine right now)."""
+    one = {**env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=one, capture_output=True, text=True, check=True
+    )
+    return float(done.stdout)
 
 
 def stages_run(stdout: str) -> list[str]:
@@ -154,6 +176,7 @@ def main() -> None:
     forks = ForkLog()
     figures: dict[str, float] = {}
     rss: dict[str, int] = {}
+    figures["probe_start_s"] = speed_probe(env)
     with runtime, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         repo = copy_repo(Path(tmp) / "sequential")
         params = seed_study(repo, args.quick)
@@ -237,6 +260,9 @@ def main() -> None:
             for line in out.splitlines():
                 print(f"  {line}")
 
+    figures["probe_end_s"] = speed_probe(env)
+    probe = figures["probe_end_s"] / figures["probe_start_s"]
+    figures["probe_drift"] = max(probe, 1 / probe)  # either way: slower or faster
     figures["peak_rss_mb"] = max(rss["pipeline"], rss["parallel"])
     figures["ratio_vs_bare"] = figures["pipeline_s"] / figures["bare_s"]
     figures["ratio_vs_notebook"] = figures["pipeline_s"] / figures["notebook_s"]

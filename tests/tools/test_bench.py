@@ -120,20 +120,31 @@ def test_report_judges_every_target_and_names_the_commit(tmp_path):
         "ratio_parallel_vs_notebook": 0.325,
         "xla_vs_plain": 0.9,
         "tiny_train_s": 2.5,
+        "probe_drift": 1.25,
     }
     runs = [{"run": "stages.train baseline", "s": 12.5, "maxrss_kb": 900 * 1024}]
     started = datetime.datetime(2026, 12, 4, 10, 0, tzinfo=datetime.UTC)
     text = report.report(figures, runs, None, started, "bench: x=1")
     results = {what: met for what, _, _, met in report.judged(figures)}
-    assert list(results.values()) == [False, False, False, True, True, False, False, True, True]
+    met = [False, False, False, True, True, False, False, True, True, False]
+    assert list(results.values()) == met
     assert "| `make repro` (parallel runner) / notebook | 0.33 | ≤ 0.30 | FAIL |" in text
     assert "| dvc.lock lines at the default study | 4,100 | ≤ 4,000 | FAIL |" in text
     assert "| `make repro` (parallel runner) / bare | 0.65 | ≤ 0.70 | pass |" in text
     assert "| stages.train baseline | 12.5 | 900 |" in text
+    drift = (
+        "| machine speed, a fixed workload at the run's end vs its start | 1.25 | ≤ 1.10 | FAIL |"
+    )
+    assert drift in text
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     assert f"git commit: {head.stdout.strip()}" in text
     assert "date (UTC): 2026-12-04 10:00" in text and "nproc " in text
     assert text.rstrip().endswith("bench: x=1\n```")
+
+
+def test_the_speed_probe_runs_one_thread_in_well_under_a_minute():
+    """bench/run.py's drift probe (timed at the hour-long run's start and end) runs here."""
+    assert 0 < run.speed_probe(pipeline_env()) < 60
 
 
 def test_lr_decay_holds_out_a_stratified_slice_of_train():
