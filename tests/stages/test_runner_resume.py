@@ -35,16 +35,20 @@ def test_a_training_killed_under_the_runner_resumes_under_it(study):
         cmd, cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines = Lines(first)
+    training = forked_training(study)
     # Epoch 3's snapshot on disk: the backup holds epoch 2 by then. (Not the progress line:
     # Ray forwards a worker's output late under load, once after the training had ended.)
     wait_for_snapshot(study / ".backup/dropout/seed42", 3)
+    # Held mid-training: the kill reaches it through the Ray worker's death, seconds later
+    # under CI's load, in which it once finished its last 27 epochs (and removed its backup).
+    training.suspend()
     first.kill()  # kill -9 of the runner: its Ray instance, worker and stage die with it
     first.wait(timeout=60)
     lines.rest()
     # The warm fork server outlives the runner by design (runner.idle_timeout_s); the Ray
     # instance, its worker and the training forked from the server do not.
     left = [p for p in ray_processes(marker) if not is_fork_server(p)]
-    _, alive = psutil.wait_procs(left, timeout=60)
+    _, alive = psutil.wait_procs([*left, training], timeout=60)
     assert not alive, f"Ray processes or the training left behind: {alive}"
     (state,) = study.glob(".backup/dropout/seed42/*/training_state.json")
     killed = json.loads(state.read_text())
@@ -77,6 +81,23 @@ def is_fork_server(proc: psutil.Process) -> bool:
         )
     except psutil.NoSuchProcess:
         return False
+
+
+def forked_training(study: Path, timeout: float = 120) -> psutil.Process:
+    """The train stage's process, forked by the warm server for a run in `study` (its cwd)
+    after the runner's `tools.prefork stages.train` call: earlier forks ran other stages."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs = list(psutil.process_iter(["cmdline", "cwd", "create_time"]))
+        here = [p for p in procs if p.info["cwd"] and Path(p.info["cwd"]) == study.resolve()]
+        calls = [p for p in here if "stages.train" in " ".join(p.info["cmdline"] or [])]
+        for proc in here:
+            forked = "forkserver.py" in " ".join(proc.info["cmdline"] or [])
+            later = calls and proc.info["create_time"] >= calls[0].info["create_time"]
+            if forked and later and not is_fork_server(proc):
+                return proc
+        time.sleep(0.05)
+    raise AssertionError(f"no train stage forked for {study} in {timeout} s")
 
 
 def wait_for_snapshot(work: Path, epoch: int, timeout: float = 120) -> None:
