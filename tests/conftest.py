@@ -48,8 +48,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 # (test_pipeline_e2e, next, did: ~20 s).
 SLOWEST_FIRST = (
     "test_team_e2e", "test_search_cluster", "test_runner_failures", "test_pipeline_e2e",
-    "test_ray_repro", "test_search", "test_resume", "test_runner_resume", "test_run",
-    "test_xla", "test_runner_matches_dvc", "test_fitting", "test_train",
+    "test_ray_repro", "test_runner_cluster", "test_search", "test_resume", "test_runner_resume",
+    "test_run", "test_xla", "test_runner_matches_dvc", "test_fitting", "test_train",
 )  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """tools/ray_repro.py: the DVC graph's stale stages as Ray tasks, each written to dvc.lock.
 
-Most tests use a small DVC project with shell commands (no TensorFlow); the last one runs the
-tiny study on a two-node Ray cluster on 127.0.0.1 and compares it with a sequential repro.
+These tests use a small DVC project with shell commands (no TensorFlow);
+tests/tools/test_runner_cluster.py runs the tiny study on a two-node Ray cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import dvc, study_copy
+from conftest import dvc
 from dvc_projects import (
     GRAPH,
     RUNNER,
@@ -257,11 +257,6 @@ def test_signal_stops_every_stage_and_commits_only_finished(tmp_path, how):
     shutil.rmtree(marker)
 
 
-# Two of the tiny study's variants (tests/conftest.py), one per dataset: their trainings run at
-# once, one per node (dropout's two seeds would add ~8 s and no other path).
-VARIANTS = ["thoracic_bce", "baseline"]
-
-
 def test_bad_settings_fail_before_anything_runs(tmp_path):
     repo = project(tmp_path, GRAPH)
     params = {"runner": {**RUNNER, "parallel": {**RUNNER["parallel"], "cpus_per_stage": 0}}}
@@ -269,46 +264,3 @@ def test_bad_settings_fail_before_anything_runs(tmp_path):
     code, out, err = run_runner(repo)
     assert code == 1 and "runner.parallel.cpus_per_stage" in err and not out
     assert not (repo / "a.txt").exists()
-
-
-@pytest.mark.slow
-def test_tiny_study_on_two_node_cluster_matches_sequential_repro(
-    built_study, tmp_path, monkeypatch
-):
-    """Two of the tiny study's variants rerun by the runner on a two-node cluster: stages on both
-    nodes (the runner names each stage's), metrics byte-identical to `dvc repro`'s."""
-    import ray._private.ray_constants as ray_constants
-    from ray.cluster_utils import Cluster
-
-    # Every node's address on 127.0.0.1 (else Ray advertises this machine's outward address).
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-
-    repo = study_copy(built_study, tmp_path / "parallel")
-    # Every stage stale and none restorable: the runner runs them all on the cluster.
-    (repo / "dvc.lock").unlink()
-    shutil.rmtree(repo / ".dvc" / "cache" / "runs")
-    # The variants' stages (the search, tested in tests/search/, would add ~40 s).
-    targets = [f"evaluate@{name}" for name in VARIANTS]
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
-    )
-    try:
-        worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        node_ids = {node.node_id[:8] for node in (cluster.head_node, worker)}
-        env = pipeline_env(RAY_ADDRESS=cluster.address, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-        proc = subprocess.run(
-            [sys.executable, "-m", "tools.ray_repro", *targets], cwd=repo, env=env,
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    finally:
-        cluster.shutdown()
-    assert status(repo, *targets) == {}  # the targets and everything they depend on
-    for name in VARIANTS:  # search.json also holds wall times
-        path = Path("metrics") / f"{name}.json"
-        assert (repo / path).read_bytes() == (built_study / path).read_bytes(), name
-    done = [line for line in proc.stdout.splitlines() if " on node " in line]
-    nodes = {line.rsplit(" ", 1)[1] for line in done}
-    assert nodes == node_ids, done
