@@ -16,3 +16,14 @@ def ray_processes(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+def is_fork_server(proc: psutil.Process) -> bool:
+    """tools/forkserver.py itself, not a stage forked from it (same command line)."""
+    try:
+        parent = proc.parent()
+        return "forkserver.py" in " ".join(proc.cmdline()) and not (
+            parent and "forkserver.py" in " ".join(parent.cmdline())
+        )
+    except psutil.NoSuchProcess:
+        return False

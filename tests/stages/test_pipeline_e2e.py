@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import mlflow
@@ -16,6 +17,7 @@ import psutil
 import pytest
 import yaml
 from conftest import STUDY_VARIANTS, dvc, ran, sh
+from processes import is_fork_server
 
 from bench.workspace import dvc_bin, pipeline_env
 from study.config.params import load_params
@@ -255,6 +257,12 @@ def test_a_killed_training_dvc_restores_from_its_cache_is_tidied_by_the_next_sta
     else:
         pytest.fail("no epoch line:\n" + "".join(lines))
     working = stage_processes(study)
+    # Held mid-training: under load, the training could end, and remove its backup, before
+    # the kill of its caller reached it. (SIGKILL ends a stopped process.)
+    for held in working:
+        with suppress(psutil.NoSuchProcess):
+            if not is_fork_server(held):
+                held.suspend()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # the forked stage dies with its caller (tools/forkserver.py kills it)

@@ -17,7 +17,7 @@ import mlflow
 import psutil
 import yaml
 from dvc_projects import Lines
-from processes import ray_processes
+from processes import is_fork_server, ray_processes
 
 from bench.workspace import pipeline_env
 
@@ -70,17 +70,6 @@ def test_a_training_killed_under_the_runner_resumes_under_it(study):
     run = mlflow.MlflowClient(f"sqlite:///{study / 'mlflow.db'}").get_run(killed_run)
     assert run.info.status == "FINISHED"
     assert not list(study.glob(".backup/dropout/seed42/*"))  # nothing left to resume
-
-
-def is_fork_server(proc: psutil.Process) -> bool:
-    """tools/forkserver.py itself, not a stage forked from it (same command line)."""
-    try:
-        parent = proc.parent()
-        return "forkserver.py" in " ".join(proc.cmdline()) and not (
-            parent and "forkserver.py" in " ".join(parent.cmdline())
-        )
-    except psutil.NoSuchProcess:
-        return False
 
 
 def forked_training(study: Path, timeout: float = 120) -> psutil.Process:
