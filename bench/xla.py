@@ -7,7 +7,7 @@ of VARIANTS is fitted (study.training.fitting.fit, the pipeline's batches, as ea
 process: configure_tf with REPO's seed, determinism and threads) for --epochs epochs with
 the seeds seed .. seed+seeds-1, plain and XLA-compiled, interleaved; then the thoracic
 training TIMED (its own epochs) and a tiny one (TINY_ROWS rows, the test suite's epochs)
---repeats times each. Prints, and writes to --report with the command and date:
+--repeats times each. Prints, and writes to --report with the command, date and commit:
 
 - per variant: the last epoch's val accuracy and the test accuracy, XLA minus plain for the
   same seed (mean |difference|) against the sd across seeds of the plain runs;
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import git
 from study.config.params import load_params
 from study.config.paths import PREPARED_DIR, split_path
 from study.config.variant import Variant
@@ -148,8 +149,8 @@ def main() -> None:
         [
             f"# XLA-compiled steps against plain ones ({datetime.date.today().isoformat()})",
             "",
-            f"`{command}`; one thread, op determinism on, the machine shared (timings noisy:",
-            "compare the ratios).",
+            f"`{command}` at commit {git('rev-parse', '--short', 'HEAD')}; one thread, op",
+            "determinism on, the machine shared (timings noisy: compare the ratios).",
             "",
             *accuracy_table(runs),
             "",
