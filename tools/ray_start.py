@@ -1,19 +1,57 @@
-"""tools/ray_repro.py's start: the Ray instance or cluster it runs stages on, and a thread for
-work that overlaps that start (the MLflow store)."""
+"""tools/ray_repro.py's start: the Ray instance or cluster it runs stages on, its output in
+whole lines, and a thread for work that overlaps that start (the MLflow store)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TextIO
 
 # Ray dedups identical log lines across workers ("[repeated 2x across cluster]"): not here.
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+class WholeLines:
+    """A text stream that passes on whole lines only, each in one write under a lock the
+    process's streams share. Ray's log thread prints the stages' forwarded output while the
+    runner prints its own, and print() writes a line's text and its newline apart: two lines
+    could mix mid-line ("... on node d3b6fde7(task pid=13135) ..."). Anything else (fileno,
+    isatty, encoding) is the wrapped stream's."""
+
+    lock = threading.RLock()  # a signal handler that prints, in the thread holding it
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.pending = threading.local()  # each thread's unfinished line
+
+    def write(self, text: str) -> int:
+        lines, newline, rest = (getattr(self.pending, "text", "") + text).rpartition("\n")
+        self.pending.text = rest
+        if newline:
+            with self.lock:
+                self.stream.write(lines + newline)
+                self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        text, self.pending.text = getattr(self.pending, "text", ""), ""
+        with self.lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def start_ray(settings: dict[str, Any]) -> bool:
-    """Join RAY_ADDRESS's cluster, or start a local instance; True if this process started it."""
+    """Join RAY_ADDRESS's cluster, or start a local instance; True if this process started it.
+    From here on, stdout and stderr pass on whole lines (WholeLines)."""
     import ray
+
+    if not isinstance(sys.stdout, WholeLines):
+        sys.stdout, sys.stderr = WholeLines(sys.stdout), WholeLines(sys.stderr)
 
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)

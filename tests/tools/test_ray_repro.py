@@ -7,6 +7,7 @@ tests/tools/test_runner_cluster.py runs the tiny study on a two-node Ray cluster
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import select
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from processes import ray_processes
 from bench.workspace import pipeline_env
 from study.config.paths import REPO_ROOT
 from tools.dvc_graph import descendants, plan
-from tools.ray_start import background
+from tools.ray_start import WholeLines, background
 from tools.schedule import load_seconds, save_seconds
 
 
@@ -74,6 +76,25 @@ def test_background_gives_its_result_or_its_error():
     assert ended == [1]
     with pytest.raises(ValueError, match="'x'"):
         background(int, "x").result()
+
+
+def test_whole_lines_passes_on_a_threads_line_only_once_it_ends():
+    """The runner's print and Ray's log thread at once: print writes a line's text and its
+    newline apart; the other thread's line comes out whole, before the unfinished one."""
+    raw = io.StringIO()
+    out = WholeLines(raw)
+    out.write("ray_repro: variants: done in 6.3s on node")  # print's first write
+    ray_log = threading.Thread(target=print, args=("(task pid=1) variants/",), kwargs={"file": out})
+    ray_log.start()
+    ray_log.join()
+    assert raw.getvalue() == "(task pid=1) variants/\n"
+    out.write(" d3b6fde7\n")
+    assert raw.getvalue().splitlines() == [
+        "(task pid=1) variants/", "ray_repro: variants: done in 6.3s on node d3b6fde7"
+    ]  # fmt: skip
+    out.write("no newline")
+    out.flush()  # passed on as it is
+    assert raw.getvalue().endswith("d3b6fde7\nno newline") and out.isatty() is False
 
 
 def test_another_dvc_version_runs_plain_dvc_repro(tmp_path, monkeypatch, capsys):
