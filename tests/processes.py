@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psutil
 
 
@@ -27,3 +29,13 @@ def is_fork_server(proc: psutil.Process) -> bool:
         )
     except psutil.NoSuchProcess:
         return False
+
+
+def working_in(directory: Path) -> list[psutil.Process]:
+    """Live processes whose working directory is `directory`: there, `dvc`, tools.prefork's
+    caller and the stage the warm server forked for it (a fork takes its caller's cwd)."""
+    found = []
+    for proc in psutil.process_iter(["cwd"]):
+        if proc.info["cwd"] and Path(proc.info["cwd"]) == directory.resolve():
+            found.append(proc)
+    return found

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 from conftest import STUDY_VARIANTS, dvc, ran, sh
-from processes import is_fork_server
+from processes import is_fork_server, working_in
 
 from bench.workspace import dvc_bin, pipeline_env
 from study.config.params import load_params
@@ -225,18 +225,6 @@ def test_an_evaluate_change_reruns_only_the_evaluations_which_tidy_a_killed_trai
     assert set(stale) == {"search", "variants", "compare", "train_searched"}, stale
 
 
-def stage_processes(repo) -> list[psutil.Process]:
-    """Processes working in repo: dvc, tools.prefork and the stage it forked."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.cwd() == str(repo):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return found
-
-
 def test_a_killed_training_dvc_restores_from_its_cache_is_tidied_by_the_next_stage(study):
     """kill -9 of `dvc repro` while train@dropout trains: `dvc repro` then restores the stage
     from DVC's run-cache, running nothing of ours, so its RUNNING run and backup stay
@@ -256,7 +244,7 @@ def test_a_killed_training_dvc_restores_from_its_cache_is_tidied_by_the_next_sta
             break
     else:
         pytest.fail("no epoch line:\n" + "".join(lines))
-    working = stage_processes(study)
+    working = working_in(study)  # dvc, tools.prefork and the stage it forked
     # Held mid-training: under load, the training could end, and remove its backup, before
     # the kill of its caller reached it. (SIGKILL ends a stopped process.)
     for held in working:

@@ -17,7 +17,7 @@ import mlflow
 import psutil
 import yaml
 from dvc_projects import Lines
-from processes import is_fork_server, ray_processes
+from processes import is_fork_server, ray_processes, working_in
 
 from bench.workspace import pipeline_env
 
@@ -77,14 +77,13 @@ def forked_training(study: Path, timeout: float = 120) -> psutil.Process:
     after the runner's `tools.prefork stages.train` call: earlier forks ran other stages."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        procs = list(psutil.process_iter(["cmdline", "cwd", "create_time"]))
-        here = [p for p in procs if p.info["cwd"] and Path(p.info["cwd"]) == study.resolve()]
-        calls = [p for p in here if "stages.train" in " ".join(p.info["cmdline"] or [])]
-        for proc in here:
-            forked = "forkserver.py" in " ".join(proc.info["cmdline"] or [])
-            later = calls and proc.info["create_time"] >= calls[0].info["create_time"]
-            if forked and later and not is_fork_server(proc):
-                return proc
+        with suppress(psutil.NoSuchProcess):
+            here = {p: " ".join(p.cmdline()) for p in working_in(study)}
+            calls = [p for p, cmdline in here.items() if "stages.train" in cmdline]
+            for proc, cmdline in here.items():
+                later = calls and proc.create_time() >= calls[0].create_time()
+                if "forkserver.py" in cmdline and later and not is_fork_server(proc):
+                    return proc
         time.sleep(0.05)
     raise AssertionError(f"no train stage forked for {study} in {timeout} s")
 
