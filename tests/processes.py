@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psutil
@@ -39,3 +40,18 @@ def working_in(directory: Path) -> list[psutil.Process]:
         if proc.info["cwd"] and Path(proc.info["cwd"]) == directory.resolve():
             found.append(proc)
     return found
+
+
+def describe(procs: list[psutil.Process]) -> str:
+    """One line per process (pid, parent, group, session, state, command line), for a
+    failure message that shows which process was left and how it was started."""
+    lines = []
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                pid = proc.pid
+                ids = f"ppid={proc.ppid()} pgid={os.getpgid(pid)} sid={os.getsid(pid)}"
+                lines.append(f"{pid} {ids} {proc.status()}: {' '.join(proc.cmdline())[:160]}")
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            lines.append(f"{proc.pid}: gone")
+    return "\n".join(lines)

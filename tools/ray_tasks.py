@@ -30,9 +30,14 @@ POLL_S = 0.1
 # reads a pipe whose write end only the worker holds: a byte means the command ended (or was
 # stopped) in the worker's hands; EOF without one means the worker died, even by SIGKILL.
 # Then it stops the command's whole process group as _stop does: PR_SET_PDEATHSIG reaches
-# the shell only, not what it forked (`a; b` runs b in a child, which a fork clears it in).
+# the shell only, not what it forked (`a; b` runs b in a child, which a fork clears it in;
+# dash, Debian's /bin/sh, forks even a lone command). It forks once and its first process
+# exits: a Ray worker that exits SIGKILLs its children (kill_child_processes_on_worker_exit,
+# on by default), which took the watchdog with the shell and left the shell's children.
 WATCHDOG = """
 import os, signal, sys, time
+if os.fork():
+    os._exit(0)
 fd, group, timeout_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 if not os.read(fd, 1):
@@ -89,7 +94,7 @@ def _watch(group: int, stop_timeout_s: float) -> int:
     the command has ended or been stopped."""
     read, write = os.pipe()  # not inheritable: the command's processes do not hold it
     try:
-        subprocess.Popen(
+        subprocess.run(  # returns once the watchdog has forked: it is no child of the worker
             [
                 sys.executable,
                 "-I",
@@ -103,6 +108,7 @@ def _watch(group: int, stop_timeout_s: float) -> int:
             pass_fds=(read,),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # not stopped with the worker's group or by a tty ^C
+            check=True,
         )
     except BaseException:
         os.close(write)

@@ -17,7 +17,7 @@ import mlflow
 import psutil
 import yaml
 from dvc_projects import Lines
-from processes import is_fork_server, ray_processes, working_in
+from processes import describe, is_fork_server, ray_processes, working_in
 
 from bench.workspace import pipeline_env
 
@@ -29,7 +29,9 @@ def test_a_training_killed_under_the_runner_resumes_under_it(study):
     params["variants"]["dropout"].update(epochs=30, seeds=1)
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     marker = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # Ray's sockets need a short path
-    env = pipeline_env(DATA_MIRRORS="", RAY_TMPDIR=marker)
+    # DVC runs a stage's command with $SHELL (else /bin/sh); dash, Debian's /bin/sh, forks it
+    # where bash would exec it: one process more between the Ray worker and the stage.
+    env = pipeline_env(DATA_MIRRORS="", RAY_TMPDIR=marker, SHELL="/bin/sh")
     cmd = [sys.executable, "-m", "tools.ray_repro", "train@dropout"]
     first = subprocess.Popen(
         cmd, cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -42,6 +44,7 @@ def test_a_training_killed_under_the_runner_resumes_under_it(study):
     # Held mid-training: the kill reaches it through the Ray worker's death, seconds later
     # under CI's load, in which it once finished its last 27 epochs (and removed its backup).
     training.suspend()
+    before = describe([*(p for p in ray_processes(marker) if p != training), training])
     first.kill()  # kill -9 of the runner: its Ray instance, worker and stage die with it
     first.wait(timeout=60)
     lines.rest()
@@ -49,7 +52,7 @@ def test_a_training_killed_under_the_runner_resumes_under_it(study):
     # instance, its worker and the training forked from the server do not.
     left = [p for p in ray_processes(marker) if not is_fork_server(p)]
     _, alive = psutil.wait_procs([*left, training], timeout=60)
-    assert not alive, f"Ray processes or the training left behind: {alive}"
+    assert not alive, f"left behind:\n{describe(alive)}\nbefore the kill:\n{before}"
     (state,) = study.glob(".backup/dropout/seed42/*/training_state.json")
     killed = json.loads(state.read_text())
     killed_run = killed["meta"]["run_id"]
