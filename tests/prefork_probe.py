@@ -88,7 +88,7 @@ def proc_stat(pid: int) -> list[str]:
     """Fields 3... of /proc/PID/stat: [0] the state (Z: zombie), [19] the start time."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or before the read
         return [""]
 
 

@@ -37,9 +37,14 @@ from tools.forkchild import FIRST_PARTY, exit_like
 from tools.forkserver import send_request, start_time
 
 # Variables that differ from stage to stage or test to test and are read at run time, not at
-# import time: the forked child gets them anyway, so they must not split servers.
+# import time: the forked child gets them anyway, so they must not split servers. Among them
+# what the callers' own parents add: Ray's workers and Tune (PYTHONBREAKPOINT, TUNE_*), DVC's
+# queue workers (Celery's CELERY_*, _MP_FORK_*), a venv's activate (VIRTUAL_ENV*, PS1), the
+# study's MLflow buffer (study/tracking/store.py). A split starts a server: ~7 CPU-s, ~750 MB.
 VOLATILE_ENV = ("DVC_", "PYTEST_", "MLFLOW_TRACKING_", "MLFLOW_RUN_", "MLFLOW_EXPERIMENT_", "RAY_")
-VOLATILE_NAMES = {"PWD", "OLDPWD", "SHLVL", "_", "DATA_MIRRORS"}
+VOLATILE_ENV += ("TUNE_", "CELERY_", "_MP_FORK_", "VIRTUAL_ENV")
+VOLATILE_NAMES = {"PWD", "OLDPWD", "SHLVL", "_", "DATA_MIRRORS", "SHELL", "PS1"}
+VOLATILE_NAMES |= {"PYTHONBREAKPOINT", "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"}
 POLL_S = 0.02
 # Linux only (pidfd); elsewhere, and where fork after importing TF is unsafe, run directly.
 SUPPORTED = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")

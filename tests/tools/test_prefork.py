@@ -13,7 +13,7 @@ import pytest
 from prefork_probe import RUNNER, gone, probe_repo, run, server_logs, start_sleeper
 
 from study.config.errors import ConfigError
-from tools.prefork import runner_settings
+from tools.prefork import runner_settings, server_key
 
 
 def test_forked_child_gets_the_callers_cwd_argv_env_stdio_and_exit_code(tmp_path):
@@ -131,3 +131,28 @@ def test_bad_runner_settings_name_the_key(key, value, message):
 def test_missing_runner_section_names_the_key():
     with pytest.raises(ConfigError, match=r"missing key 'runner\.prefork'"):
         runner_settings({})
+
+
+def test_what_callers_parents_add_at_run_time_shares_a_server_an_import_setting_does_not(
+    monkeypatch,
+):
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    alone = server_key(RUNNER["preload"])
+    # As `dvc repro` in a venv's shell, under DVC's queue worker and under a Ray worker
+    # (tests/docs/test_docs.py, test_runner_resume.py: each started a server of its own).
+    added = {
+        "VIRTUAL_ENV": "/x/.venv",
+        "VIRTUAL_ENV_PROMPT": ".venv",
+        "PS1": "(.venv) $ ",
+        "SHELL": "/bin/sh",
+        "CELERY_LOG_LEVEL": "20",
+        "_MP_FORK_LOGLEVEL_": "20",
+        "PYTHONBREAKPOINT": "ray.util.rpdb._driver_set_trace",
+        "TUNE_DISABLE_SIGINT_HANDLER": "1",
+        "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
+    }
+    for name, value in added.items():
+        monkeypatch.setenv(name, value)
+    assert server_key(RUNNER["preload"]) == alone
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # read as TensorFlow loads
+    assert server_key(RUNNER["preload"]) != alone
