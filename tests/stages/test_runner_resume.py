@@ -27,6 +27,8 @@ def test_a_training_killed_under_the_runner_resumes_under_it(study):
     # Stale (the tiny study trains 2 epochs of 2 seeds) and long enough (0.1 s an epoch here)
     # for the kill to land during the training.
     params["variants"]["dropout"].update(epochs=30, seeds=1)
+    # The held training ignores the SIGTERM its caller relays: it dies of the SIGKILL after.
+    params["runner"]["parallel"]["stop_timeout_s"] = 1
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     marker = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # Ray's sockets need a short path
     # DVC runs a stage's command with $SHELL (else /bin/sh); dash, Debian's /bin/sh, forks it
