@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.dvc_graph import (
+    LockWriter,
     descendants,
     dvc_mismatch,
     plan,
@@ -34,7 +35,6 @@ from tools.dvc_graph import (
     record,
     stage_names,
     start,
-    write_lock,
 )
 from tools.ray_start import background, start_ray
 from tools.schedule import load_seconds, priorities, save_seconds
@@ -78,7 +78,7 @@ def drive(
     ready = [n for n, deps in needs.items() if not deps]
     running: dict[Any, str] = {}
     unwritten: list[Any] = []  # recorded, not yet in dvc.lock
-    added: set[Any] = set()  # stages this run added to a dvc.lock (tools/dvc_graph.write_lock)
+    lock = LockWriter(order)  # each recorded stage to its dvc.lock
     failed: dict[str, str] = {}  # stage -> why
     skipped: set[str] = set()
     checked: set[str] = set()  # taken from `ready`: DVC's checks done
@@ -95,7 +95,7 @@ def drive(
     def done(name: str, recorded: bool) -> None:
         if recorded:
             unwritten.append(stages[name][0])
-            write_lock(unwritten, order, added)
+            lock.write(unwritten)
             unwritten.clear()
         for other, deps in waiting.items():
             if name in deps:
@@ -220,7 +220,7 @@ def drive(
     finally:
         try:
             if unwritten:  # recorded, but its write was cut short: whatever happened, again
-                write_lock(unwritten, order, added)
+                lock.write(unwritten)
         finally:
             if ray_started:
                 ray.shutdown()
