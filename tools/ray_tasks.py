@@ -27,13 +27,14 @@ PR_SET_PDEATHSIG = 1
 POLL_S = 0.1
 
 # Started next to each command (python -I -S: no site, ~10 ms), in a session of its own. It
-# reads a pipe whose write end only the worker holds: a byte means the command ended (or was
-# stopped) in the worker's hands; EOF without one means the worker died, even by SIGKILL.
-# Then it stops the command's whole process group as _stop does: PR_SET_PDEATHSIG reaches
-# the shell only, not what it forked (`a; b` runs b in a child, which a fork clears it in;
-# dash, Debian's /bin/sh, forks even a lone command). It forks once and its first process
-# exits: a Ray worker that exits SIGKILLs its children (kill_child_processes_on_worker_exit,
-# on by default), which took the watchdog with the shell and left the shell's children.
+# reads a pipe whose write end only the worker holds: a byte means the command exited on its
+# own; EOF without one means it did not (stopped, killed by a signal) or the worker died,
+# even by SIGKILL. Then it stops the command's whole process group as _stop does:
+# PR_SET_PDEATHSIG reaches the shell only, not what it forked (`a; b` runs b in a child,
+# which a fork clears it in; dash, Debian's /bin/sh, forks even a lone command). It forks
+# once and its first process exits: a Ray worker that exits SIGKILLs its children
+# (kill_child_processes_on_worker_exit, on by default), which took the watchdog with the
+# shell and left the shell's children.
 WATCHDOG = """
 import os, signal, sys, time
 if os.fork():
@@ -158,20 +159,24 @@ def stage(
             # Output is copied by a thread, so this one stays in Python code, where Ray's
             # cancel (a KeyboardInterrupt) can reach it.
             copier = threading.Thread(target=_copy, args=(proc.stdout, out, name), daemon=True)
-            watchdog = None
+            watchdog, ended = None, False
             try:
                 watchdog = _watch(proc.pid, stop_timeout_s)
                 copier.start()
                 while (code := _wait(proc, copier)) is None:
                     pass
+                # A shell killed by a signal (code -N) may leave what it forked running: so
+                # when Ray SIGKILLs it as its worker exits, and this loop sees that first.
+                ended = code >= 0
             except BaseException:  # ray.cancel (KeyboardInterrupt), worker shutdown
                 _stop(proc, stop_timeout_s)
                 raise
             finally:
-                if watchdog is not None:  # ended or stopped here: the watchdog just exits
-                    with contextlib.suppress(BrokenPipeError):  # it exited already
-                        os.write(watchdog, b"x")
-                    os.close(watchdog)
+                if watchdog is not None:
+                    if ended:  # on its own: what it left running keeps running, as under DVC
+                        with contextlib.suppress(BrokenPipeError):  # it exited already
+                            os.write(watchdog, b"x")
+                    os.close(watchdog)  # else the watchdog stops the rest of the group
                 if copier.is_alive():
                     copier.join(stop_timeout_s)
             if code:

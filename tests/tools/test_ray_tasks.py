@@ -59,12 +59,13 @@ def test_a_command_dies_with_its_worker_and_nothing_is_looked_up_after_fork(tmp_
     os.close(pidfd)
 
 
-@pytest.mark.parametrize("ray_exit", [False, True], ids=["killed", "exits-as-ray-does"])
-def test_what_a_command_line_forked_dies_with_its_worker(tmp_path, ray_exit):
+@pytest.mark.parametrize("end", ["worker-killed", "worker-exits-as-ray-does", "shell-killed"])
+def test_what_a_command_line_forked_dies_with_its_worker(tmp_path, end):
     # `a; b; c`: the shell forks b, and a fork clears PR_SET_PDEATHSIG: b is stopped with the
     # command's process group when the worker dies, even by SIGKILL. A Ray worker that exits
     # (e.g. its raylet died with a killed `make repro`) first SIGKILLs its direct children
-    # (kill_child_processes_on_worker_exit): the shell, and once the watchdog too.
+    # (kill_child_processes_on_worker_exit): the shell, and once the watchdog too. Its task
+    # may then see the shell gone before the worker exits: a command killed, not ended.
     worker, shell = start_task(tmp_path, "echo $$; sleep 120; true")
     deadline = time.monotonic() + 30
     while [p.name() for p in psutil.Process(shell).children()] != ["sleep"]:  # forked, exec'd
@@ -72,10 +73,13 @@ def test_what_a_command_line_forked_dies_with_its_worker(tmp_path, ray_exit):
         time.sleep(0.05)
     (sleeper,) = psutil.Process(shell).children()
     pidfd = os.pidfd_open(sleeper.pid)
-    if ray_exit:
+    if end == "worker-exits-as-ray-does":
         for child in psutil.Process(worker.pid).children():
             child.send_signal(signal.SIGKILL)
-    worker.kill()
+    if end == "shell-killed":
+        os.kill(shell, signal.SIGKILL)  # the worker lives on; stage() returns
+    else:
+        worker.kill()
     worker.communicate(timeout=60)
     try:
         assert select.select([pidfd], [], [], 30)[0], "the shell's child outlived its worker"
