@@ -91,8 +91,8 @@ def _copy(source: Any, log: Any, name: str) -> None:
 
 
 def _watch(group: int, stop_timeout_s: float) -> int:
-    """Start WATCHDOG on the process group; the pipe end to write b"x" to (then close) once
-    the command has ended or been stopped."""
+    """Start WATCHDOG on the process group; the pipe end to write b"x" to once the command
+    exited on its own, and to close in any case (closed alone: the watchdog stops the group)."""
     read, write = os.pipe()  # not inheritable: the command's processes do not hold it
     try:
         subprocess.run(  # returns once the watchdog has forked: it is no child of the worker

@@ -59,6 +59,9 @@ def run_search(params: Params, root: Path = REPO_ROOT) -> dict[str, Any]:
     # The trials' inputs (the split files), built once here: a trial's node may not hold them.
     spec["inputs"] = split_inputs(list(zip(files, (train, val), strict=True)))
     experiment_id, run_id = spec["experiment_id"], spec["parent_run_id"]
+    # Logged here first, so the datasets exist in the experiment before trials link them: two
+    # trials creating them at once failed one on MLflow's unique (experiment, name, digest).
+    client.log_inputs(run_id, spec["inputs"])
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     owned = not ray.is_initialized()  # a caller's Ray connection is the caller's to end

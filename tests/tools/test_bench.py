@@ -1,4 +1,4 @@
-"""bench/: the benchmark's study reduction, DVC floor, report, XLA tables and metrics checks (the
+"""bench/: the benchmark's study reduction, DVC floor, report and metrics checks (the
 benchmarks themselves are too slow for the suite: `make bench-quick` runs them)."""
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from bench import (
     run,
     stage_costs,
     system_metrics,
-    xla,
 )
 from bench.workspace import copy_repo, dvc_bin, pipeline_env
 from study.config.params import load_params, variant_config
@@ -277,27 +276,3 @@ def test_telemetry_is_off_for_stages_make_ci_and_this_suite():
         assert f"export {name} := {value}\n" in makefile, name
         assert f"{name}={value}" in ci, name
     assert not usage_lib.usage_stats_enabled()
-
-
-def test_xla_tables_against_numpy():
-    # Two seeds of one variant, plain and XLA: figures as reports/xla.md shows them.
-    def run(val: float, test: float, weights: int) -> dict:
-        return {"val_accuracy": val, "test_accuracy": test, "weights": weights}
-
-    runs = {
-        ("v", 1, False): run(0.50, 0.40, 1),
-        ("v", 1, True): run(0.52, 0.41, 1),
-        ("v", 2, False): run(0.60, 0.45, 2),
-        ("v", 2, True): run(0.60, 0.47, 3),
-    }
-    rows = [line.split(" | ") for line in xla.accuracy_table(runs)[2:]]
-    plain, jit = np.array([[0.50, 0.40], [0.60, 0.45]]), np.array([[0.52, 0.41], [0.60, 0.47]])
-    for column, row in enumerate(rows):
-        figures = [float(f) for f in row[2:6]]
-        expected = [plain[:, column].mean(), jit[:, column].mean()]
-        expected += [np.abs(jit - plain)[:, column].mean(), plain[:, column].std(ddof=1)]
-        assert figures == pytest.approx(expected, abs=5e-5), (row, expected)
-        assert row[6] == "False |"  # seed 2's weights differ
-    seconds = {("t", False): [1.0, 3.0, 2.0], ("t", True): [2.0, 2.5, 9.0]}
-    (row,) = xla.time_table(seconds)[2:]
-    assert row == f"| t | 3 | 2.00 | 2.50 | {np.median([2, 2.5, 9]) / np.median([1, 3, 2]):.2f} |"
