@@ -82,7 +82,11 @@ def test_search_and_trial_runs_in_mlflow(built_study):
     assert parent.info.status == "FINISHED" and parent.info.run_name == "search"
     assert parent.data.metrics["trials"] == len(trials) == 2
     assert parent.data.params["search.trials"] == "2"
+    # The splits, logged by the search before its trials, which link the same datasets.
+    datasets = {(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs}
+    assert len(datasets) == 2
     for run in trials:
+        assert {(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs} == datasets
         tags = run.data.tags
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.info.run_name == f"search/trial_{int(tags['trial']):02d}"
