@@ -98,8 +98,7 @@ def _fresh(cfg: Variant, width: int, jit: bool) -> tuple[Any, list[Any], list[np
     """A model for `width` features, its variables and optimizer state, and their values."""
     import keras
 
-    model = build_model(cfg, (width,), jit)
-    model.optimizer.build(model.trainable_variables)
+    model = build_model(cfg, (width,), jit)  # its optimizer built
     state = [*model.variables, *model.optimizer.variables]
     return model, state, [keras.ops.convert_to_numpy(v) for v in state]
 

@@ -74,7 +74,6 @@ def test_evaluate_scores_every_seed_where_seed_trainings_puts_it(tmp_path):
         for which, seed in (("best", job.seed), ("last", job.seed + 100)):
             keras.utils.set_random_seed(seed)
             model = build_model(cfg, x.shape[1:])
-            model.optimizer.build(model.trainable_variables)  # saved as a trained one is
             as_is = RawInput(shape=x.shape[1:], dtype="float32")  # the rows are the raw input
             raw_input_model(model, as_is).save(job.out_dir / f"{which}.keras")
         summary = {"dataset": "thoracic", "seed": job.seed, "run_id": f"run{job.seed}"}
