@@ -94,3 +94,23 @@ def test_activation_variants_differ_only_in_activation(study_params):
     assert all(r == rest[0] for r in rest)
     acts = [build_model(c, FASHION).layers[1].activation.__name__ for c in cfgs]
     assert acts == ["relu", "tanh", "leaky_relu", "sigmoid"]
+
+
+def test_the_first_train_step_creates_no_variable(study_params, monkeypatch):
+    """build_model builds the optimizer: a fit creates no variable inside its first traced
+    step, which TF would otherwise trace again to lift them out (`initialize_variables`)."""
+    from tensorflow.python.eager.polymorphic_function import tracing_compilation
+
+    traced = []
+    trace = tracing_compilation.trace_function
+
+    def spy(args=None, kwargs=None, tracing_options=None):
+        traced.append(getattr(tracing_options, "name", ""))
+        return trace(args, kwargs, tracing_options)
+
+    monkeypatch.setattr(tracing_compilation, "trace_function", spy)
+    model = model_of(study_params, "thoracic_bce")
+    assert model.optimizer.built and model.optimizer.variables
+    x, y = np.zeros((8, 17), np.float32), np.zeros((8, 1), np.float32)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert "one_step_on_data" in traced and "initialize_variables" not in traced, traced
