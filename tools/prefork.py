@@ -41,10 +41,14 @@ from tools.forkserver import send_request, start_time
 # what the callers' own parents add: Ray's workers and Tune (PYTHONBREAKPOINT, TUNE_*), DVC's
 # queue workers (Celery's CELERY_*, _MP_FORK_*), a venv's activate (VIRTUAL_ENV*, PS1), the
 # study's MLflow buffer (study/tracking/store.py). A split starts a server: ~7 CPU-s, ~750 MB.
-VOLATILE_ENV = ("DVC_", "PYTEST_", "MLFLOW_TRACKING_", "MLFLOW_RUN_", "MLFLOW_EXPERIMENT_", "RAY_")
-VOLATILE_ENV += ("TUNE_", "CELERY_", "_MP_FORK_", "VIRTUAL_ENV")
-VOLATILE_NAMES = {"PWD", "OLDPWD", "SHLVL", "_", "DATA_MIRRORS", "SHELL", "PS1"}
-VOLATILE_NAMES |= {"PYTHONBREAKPOINT", "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"}
+VOLATILE_ENV = (
+    "DVC_", "PYTEST_", "MLFLOW_TRACKING_", "MLFLOW_RUN_", "MLFLOW_EXPERIMENT_", "RAY_",
+    "TUNE_", "CELERY_", "_MP_FORK_", "VIRTUAL_ENV",
+)  # fmt: skip
+VOLATILE_NAMES = {
+    "PWD", "OLDPWD", "SHLVL", "_", "DATA_MIRRORS", "SHELL", "PS1", "PYTHONBREAKPOINT",
+    "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS",
+}  # fmt: skip
 POLL_S = 0.02
 # Linux only (pidfd); elsewhere, and where fork after importing TF is unsafe, run directly.
 SUPPORTED = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
