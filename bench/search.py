@@ -106,6 +106,8 @@ def run_grid(
     """The 12 grid points as Ray tasks, 2 at a time; (their results, wall seconds)."""
     import ray
 
+    from study.search.loopback import loopback_only
+
     base = params.variants[GRID_VARIANT].model_dump(exclude_unset=True)
     cfgs = [
         resolve_entry(params, {**base, "units": u, "depth": d}, f"grid {u}x{d}")
@@ -113,6 +115,7 @@ def run_grid(
         for d in DEPTHS
     ]
     start = time.monotonic()
+    loopback_only()
     ray.init(
         address="local",
         num_cpus=2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -68,13 +69,28 @@ def run_runner(repo: Path, *args: str, ray_address: str | None = None) -> tuple[
 def local_ray(num_cpus: int) -> Iterator[str]:
     """A local Ray instance in this process for a module's runner runs to share (each start
     costs ~5 CPU-seconds); its GCS address. The tests of how the runner ends the instance
-    it started itself (kills, signals) start their own."""
+    it started itself (kills, signals) start their own. On 127.0.0.1 as the runner's own
+    (study/search/loopback.py); the switch is put back once Ray's processes have started, so
+    that this worker's later subprocesses do not inherit it."""
     import ray
+    from ray._private import ray_constants
 
-    ray.init(
-        address="local", num_cpus=num_cpus, include_dashboard=False,
-        _node_ip_address="127.0.0.1", log_to_driver=False,
-    )  # fmt: skip
+    from study.search.loopback import loopback_only
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(name)
+    loopback_only()
+    try:
+        ray.init(
+            address="local", num_cpus=num_cpus, include_dashboard=False,
+            _node_ip_address="127.0.0.1", log_to_driver=False,
+        )  # fmt: skip
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved[1]
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

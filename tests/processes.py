@@ -1,4 +1,4 @@
-"""Finding the processes a test started, among those of the other xdist worker."""
+"""Finding the processes a test started, among those of the other xdist workers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,19 @@ def ray_processes(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}  # IPv4's, also as an IPv6 socket shows it
+
+
+def listening_ips(procs: list[psutil.Process]) -> set[str]:
+    """The addresses the processes listen on (TCP and UDP sockets in LISTEN state)."""
+    pids = {p.pid for p in procs}
+    return {
+        c.laddr.ip
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    }
 
 
 def is_fork_server(proc: psutil.Process) -> bool:

@@ -50,12 +50,16 @@ def start_ray(settings: dict[str, Any]) -> bool:
     From here on, stdout and stderr pass on whole lines (WholeLines)."""
     import ray
 
+    from study.search.loopback import loopback_only
+
     if not isinstance(sys.stdout, WholeLines):
         sys.stdout, sys.stderr = WholeLines(sys.stdout), WholeLines(sys.stderr)
 
     if os.environ.get("RAY_ADDRESS"):
+        loopback_only(os.environ["RAY_ADDRESS"])
         ray.init(log_to_driver=True)
         return False
+    loopback_only()
     ray.init(
         address="local",  # not a cluster a `ray start` left in /tmp/ray/ray_current_cluster
         num_cpus=settings["num_cpus"],

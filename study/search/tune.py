@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from study.config.paths import REPO_ROOT
 from study.config.search import Search
+from study.search.loopback import loopback_only
 from study.search.space import tune_space
 from study.search.trial import run_trial
 
@@ -121,8 +122,10 @@ def start_ray(search: Search) -> bool:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     address = search.address or os.environ.get("RAY_ADDRESS")
     if address:
+        loopback_only(address)
         ray.init(address=address, runtime_env=runtime, **quiet)
         return False
+    loopback_only()
     ray.init(
         address="local",  # a new instance: not the latest cluster `ray start` left running
         num_cpus=search.num_cpus or len(os.sched_getaffinity(0)),

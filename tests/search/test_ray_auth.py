@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from processes import ray_processes
+from processes import LOOPBACK, listening_ips, ray_processes
 from servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -98,12 +98,8 @@ def token_cluster() -> Iterator[tuple[str, Path]]:
 def test_a_token_cluster_refuses_a_client_without_the_token_and_runs_one_with_it(tmp_path):
     with token_cluster() as (address, token):
         tmp = Path(token).parent
-        listening = {
-            c.laddr.ip
-            for c in psutil.net_connections("inet")
-            if c.status == "LISTEN" and c.pid in {p.pid for p in ray_processes(str(tmp))}
-        }
-        assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+        listening = listening_ips(ray_processes(str(tmp)))
+        assert listening and listening <= LOOPBACK, listening
 
         # The GCS refuses a client without the token at once; ray.init retries the connection
         # NUM_REDIS_GET_RETRIES times a second apart (ray/_private/node.py), 20 by default.

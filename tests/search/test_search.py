@@ -21,7 +21,7 @@ import pytest
 import ray
 import yaml
 from conftest import study_copy
-from processes import ray_processes
+from processes import LOOPBACK, listening_ips, ray_processes
 
 import study.search.run as search_run
 from bench.workspace import pipeline_env
@@ -140,6 +140,8 @@ def test_an_interrupted_search_leaves_no_ray_process_and_no_running_run(searchab
             break
     started = stage_ray(marker)
     assert any("raylet" in " ".join(p.cmdline()) for p in started), lines
+    listening = listening_ips(started)  # the local instance, on 127.0.0.1 only
+    assert listening and listening <= LOOPBACK, listening
     proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=90)
     assert proc.returncode == 128 + sig, "".join(lines) + rest
