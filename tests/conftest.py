@@ -41,7 +41,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 # The suite runs on three xdist workers, a module at a time each (pyproject.toml: -n 3 --dist
 # loadfile): on 2 cores a third worker runs while the others wait on their subprocesses
-# (measured, `make test`'s pytest on one machine: 456-480 s with -n 2, 401 s with -n 3, 460 s
+# (measured, `make test`'s pytest on one machine: 456-480 s with -n 2, 401-406 s with -n 3, 512 s
 # with -n 4). A worker takes the next module in this order, the rest in file order after them:
 # the slowest first (those over ~20 s), so that small ones are left to even out the end. The
 # first module builds the tiny study (~1 min); the second and third do not need it, so their
