@@ -25,7 +25,7 @@ LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}  # IPv4's, also as an IPv6 socket s
 
 
 def listening_ips(procs: list[psutil.Process]) -> set[str]:
-    """The addresses the processes listen on (TCP and UDP sockets in LISTEN state)."""
+    """The addresses the processes accept connections on (their TCP sockets in LISTEN state)."""
     pids = {p.pid for p in procs}
     return {
         c.laddr.ip
