@@ -39,13 +39,13 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The suite runs on three xdist workers, a module at a time each (pyproject.toml: -n 3 --dist
-# loadfile): on 2 cores a third worker runs while the others wait on their subprocesses
-# (measured, `make test`'s pytest on one machine: 456-480 s with -n 2, 401-406 s with -n 3, 512 s
-# with -n 4). A worker takes the next module in this order, the rest in file order after them:
-# the slowest first (those over ~20 s), so that small ones are left to even out the end. The
-# first module builds the tiny study (~1 min); the second and third do not need it, so their
-# workers do not sit waiting for it; test_docs (the longest, ~2 min) comes next.
+# The suite runs on two xdist workers, a module at a time each (pyproject.toml: -n 2 --dist
+# loadfile). More did not pay on 2 cores (`python -m pytest` on one machine: -n 2 437-480 s in
+# three runs, -n 3 401-522 s in five, -n 4 512 s). A worker takes the next module in this
+# order, the rest in file order after them: the slowest first (those over ~20 s), so that small
+# ones are left to even out the end. The first module builds the tiny study (~1 min); the next
+# two do not need it, so the other worker does not sit waiting for it (xdist hands a worker two
+# modules at first); test_docs (the longest, ~2 min) comes next: left to the end, it ended last.
 SLOWEST_FIRST = (
     "test_team_e2e", "test_search_cluster", "test_runner_failures", "test_docs",
     "test_runner_cluster", "test_pipeline_e2e", "test_ray_repro", "test_resume", "test_run",

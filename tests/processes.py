@@ -1,4 +1,4 @@
-"""Finding the processes a test started, among those of the other xdist workers."""
+"""Finding the processes a test started, among those of the other xdist worker."""
 
 from __future__ import annotations
 
